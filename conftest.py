@@ -1,0 +1,6 @@
+pytest_plugins = [
+    "fixtures.options",
+    "fixtures.matrix",
+    "fixtures.results",
+    "fixtures.properties",
+]

@@ -1,0 +1,96 @@
+"""The backend and runner contracts every backend implements.
+
+A ``Backend`` says what it can run and whether it can run here; ``prepare`` does the
+cold-start work (export, conversion, quantization, compile) and returns a ``Runner``.
+The ``Runner`` base class owns the lifecycle checks; a backend overrides only ``*_impl``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+TIERS_ORDER = {"smoke": 0, "full": 1}
+
+
+class RunnerError(RuntimeError):
+    """A runner broke its contract (wrong outputs, used while inactive)."""
+
+
+class Runner:
+    """Warm inference on one prepared artifact: ``with runner: runner.run(feed)``."""
+
+    def __init__(self, label: str, output_names: tuple[str, ...]):
+        self.label = label
+        self.output_names = tuple(output_names)
+        self.is_active = False
+        # Hidden precision knobs and thread counts this runner pinned, recorded in reports.
+        self.settings: dict[str, Any] = {}
+
+    def activate(self) -> Runner:
+        if self.is_active:
+            raise RunnerError(f"{self.label}: activate() called twice")
+        self.activate_impl()
+        self.is_active = True
+        return self
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self.is_active:
+            raise RunnerError(f"{self.label}: run() before activate()")
+        outputs = self.run_impl(feed)
+        missing = [n for n in self.output_names if n not in outputs]
+        if missing:
+            raise RunnerError(f"{self.label}: outputs {missing} missing (got {sorted(outputs)})")
+        return {name: np.asarray(outputs[name], dtype=np.float32) for name in self.output_names}
+
+    def synchronize(self) -> None:
+        """Wait for queued device work; CPU runners are synchronous."""
+
+    def deactivate(self) -> None:
+        if self.is_active:
+            self.is_active = False
+            self.deactivate_impl()
+
+    def __enter__(self) -> Runner:
+        return self.activate()
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+    def activate_impl(self) -> None:
+        pass
+
+    def run_impl(self, feed: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        raise NotImplementedError
+
+    def deactivate_impl(self) -> None:
+        pass
+
+
+class Backend:
+    """One inference backend. Subclasses set the class attributes and implement ``prepare``."""
+
+    name: str = ""
+    device: str = "cpu"
+    precisions: tuple[str, ...] = ()
+    tier: str = "smoke"  # the cheapest tier this backend runs in
+    requires: tuple[str, ...] = ()  # importable modules it needs
+    precision_requires: dict[str, tuple[str, ...]] = {}  # extra modules for one precision
+
+    def unavailable_reason(self, precision: str | None = None) -> str | None:
+        """Why this backend (at ``precision``) cannot run here, or None.
+        Cheap: finds modules without importing the framework."""
+        for module in self.requires + self.precision_requires.get(precision, ()):
+            if importlib.util.find_spec(module) is None:
+                return f"{self.name}: python package '{module}' is not installed"
+        return None
+
+    def prepare(self, subject, precision: str) -> Runner:
+        """Cold start: build what ``precision`` needs from ``subject`` (a ModelUnderTest)."""
+        raise NotImplementedError
+
+    def label(self, subject, precision: str) -> str:
+        return f"{subject.spec.name}-{self.name}-{precision}"

@@ -1,0 +1,61 @@
+"""PyTorch eager on CPU: the reference, and the "no worse than PyTorch" yardstick."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from infergate.backends.base import Backend, Runner
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
+          "fp64": torch.float64}
+
+
+def convert_module(module: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """A copy of ``module`` at ``precision``; the original stays fp32 for the reference."""
+    module = copy.deepcopy(module)
+    if precision == "int8_dynamic":
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8).eval()
+    return module.to(DTYPES[precision]).eval()
+
+
+def to_torch(feed: Mapping[str, np.ndarray], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Floating inputs follow the module's dtype; ids and masks keep theirs."""
+    tensors = {}
+    for name, value in feed.items():
+        t = torch.from_numpy(np.ascontiguousarray(value))
+        tensors[name] = t.to(dtype) if t.is_floating_point() else t
+    return tensors
+
+
+class TorchRunner(Runner):
+    def __init__(self, label, output_names, module, input_dtype):
+        super().__init__(label, output_names)
+        self.module = module
+        self.input_dtype = input_dtype
+        self.settings = {"threads": torch.get_num_threads()}
+
+    def run_impl(self, feed):
+        with torch.inference_mode():
+            outputs = self.module(**to_torch(feed, self.input_dtype))
+        return {name: out.float().numpy() for name, out in zip(self.output_names, outputs,
+                                                                strict=True)}
+
+    def deactivate_impl(self):
+        self.module = None
+
+
+class TorchEager(Backend):
+    name = "torch"
+    precisions = ("fp32", "fp16", "bf16", "int8_dynamic")
+    requires = ("torch",)
+
+    def prepare(self, subject, precision: str) -> Runner:
+        module = convert_module(subject.module, precision)
+        dtype = torch.float32 if precision == "int8_dynamic" else DTYPES[precision]
+        return TorchRunner(self.label(subject, precision), subject.spec.outputs, module, dtype)

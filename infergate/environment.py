@@ -1,0 +1,48 @@
+"""What machine and software a run happened on, for reports (and later, baselines)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from functools import cache
+
+from infergate.artifacts import versions
+
+LIBRARIES = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu",
+             "onnxconverter-common", "openvino", "transformers", "numpy", "pytest")
+
+
+@cache
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def describe() -> dict:
+    flags = cpu_flags()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_features": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni",
+                                        "amx_bf16", "amx_int8", "avx_vnni"}),
+        "libraries": {k: v for k, v in versions(*LIBRARIES).items() if v != "absent"},
+    }

@@ -1,0 +1,39 @@
+"""784 -> 128 -> 10 ReLU classifier: the classic seed example, seeded random init."""
+
+import torch
+from torch import nn
+
+from infergate.spec import Dim, ModelSpec
+
+
+class Mlp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+
+    def forward(self, pixels):
+        return (self.net(pixels),)
+
+
+def build(store) -> nn.Module:
+    torch.manual_seed(0)
+    return Mlp().eval()
+
+
+def make_inputs(batch: int, seed: int) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    # Normalised pixels in [0, 1], like flattened MNIST.
+    return {"pixels": torch.rand(batch, 784, generator=gen)}
+
+
+SPEC = ModelSpec(
+    name="mlp",
+    description="784-128-10 ReLU MLP, seeded init",
+    build=build,
+    make_inputs=make_inputs,
+    outputs=("logits",),
+    logits=("logits",),
+    dims={"batch": Dim(1, 64, 8)},
+    dynamic_axes={"pixels": {0: "batch"}},
+    tier="smoke",
+)

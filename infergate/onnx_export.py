@@ -1,0 +1,37 @@
+"""PyTorch -> ONNX through the dynamo exporter, with the spec's dynamic dims."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import torch
+
+from infergate.spec import ModelSpec
+
+OPSET = 18
+
+
+def dynamic_shapes(spec: ModelSpec, input_names) -> dict:
+    dims = {name: torch.export.Dim(name, min=d.min, max=d.max) for name, d in spec.dims.items()}
+    return {inp: {axis: dims[dim] for axis, dim in spec.dynamic_axes.get(inp, {}).items()}
+            or None for inp in input_names}
+
+
+def export_onnx(spec: ModelSpec, module: torch.nn.Module, inputs: dict, path: Path) -> None:
+    """Export ``module`` to ``path`` (external data beside it for large models)."""
+    # The exporter narrates every pass on stdout; keep it out of the test log.
+    with contextlib.redirect_stdout(io.StringIO()):
+        program = torch.onnx.export(
+            module,
+            (),
+            kwargs=inputs,
+            dynamo=True,
+            input_names=list(inputs),
+            output_names=list(spec.outputs),
+            dynamic_shapes=dynamic_shapes(spec, inputs),
+            opset_version=OPSET,
+        )
+    # Always external data: the >2 GB protobuf limit and ORT's quantizer both prefer it.
+    program.save(str(path), external_data=True)

@@ -1,0 +1,73 @@
+"""Precision ids and the one tolerance registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8_dynamic", "int8")
+
+# Precisions that PyTorch eager also runs, so "no worse than PyTorch" can be judged.
+TORCH_COMPARABLE = ("fp16", "bf16", "int8_dynamic")
+
+# k in "error vs fp64 <= k x PyTorch's own error at that precision". PyTorch's dynamo
+# accuracy checker uses 2-3x; 3 leaves room for a backend that fuses differently.
+NO_WORSE_FACTOR = 3.0
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Thresholds one combination must meet; ``None`` disables a check."""
+
+    atol: float | None = None  # elementwise |a-b| <= atol + rtol*|b|, like numpy.allclose
+    rtol: float | None = None
+    min_cosine: float | None = None
+    min_sqnr_db: float | None = None
+    min_top1: float | None = None  # fraction of rows whose argmax agrees (logits only)
+    no_worse_factor: float | None = None
+
+    def describe(self) -> str:
+        parts = [f"{f.name}={getattr(self, f.name):g}" for f in fields(self)
+                 if getattr(self, f.name) is not None]
+        return ", ".join(parts) or "none"
+
+
+@dataclass(frozen=True)
+class Override:
+    """A per-model tolerance change; the reason is mandatory and shows in failures."""
+
+    reason: str
+    atol: float | None = None
+    rtol: float | None = None
+    min_cosine: float | None = None
+    min_sqnr_db: float | None = None
+    min_top1: float | None = None
+    no_worse_factor: float | None = None
+
+    def apply(self, base: Tolerance) -> Tolerance:
+        changes = {f.name: getattr(self, f.name) for f in fields(Tolerance)
+                   if getattr(self, f.name) is not None}
+        return replace(base, **changes)
+
+
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.99999, min_top1=1.0),
+    "fp16": Tolerance(min_cosine=0.9995, min_sqnr_db=30.0, min_top1=0.95,
+                      no_worse_factor=NO_WORSE_FACTOR),
+    "bf16": Tolerance(min_cosine=0.995, min_sqnr_db=20.0, min_top1=0.9,
+                      no_worse_factor=NO_WORSE_FACTOR),
+    "int8_dynamic": Tolerance(min_cosine=0.99, min_sqnr_db=15.0, min_top1=0.9,
+                              no_worse_factor=NO_WORSE_FACTOR),
+    "int8": Tolerance(min_cosine=0.98, min_sqnr_db=12.0, min_top1=0.8),
+}
+
+
+def tolerance_for(overrides, backend: str, precision: str) -> tuple[Tolerance, list[str]]:
+    """Default for the precision, then the model's precision override, then its
+    (backend, precision) override. Returns the tolerance and the reasons applied."""
+    tol = DEFAULT_TOLERANCES[precision]
+    reasons = []
+    for key in (precision, (backend, precision)):
+        if key in overrides:
+            tol = overrides[key].apply(tol)
+            reasons.append(overrides[key].reason)
+    return tol, reasons

@@ -1,0 +1,85 @@
+"""PyTorch eager reference outputs for one model: fp32, fp64, and PyTorch at each lower
+precision (the yardstick for "no worse than PyTorch")."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import cached_property
+
+import numpy as np
+
+from infergate.backends.torch_eager import TorchEager
+from infergate.compare import judge, task_verdict
+from infergate.precision import TORCH_COMPARABLE, tolerance_for
+from infergate.subject import to_numpy
+
+
+class Reference:
+    def __init__(self, subject, seed: int = 0):
+        self.subject = subject
+        self.feed: dict[str, np.ndarray] = subject.inputs(seed=seed)
+        self._torch = TorchEager()
+        self._at: dict[str, tuple[dict | None, str]] = {}
+
+    def _run(self, precision: str) -> dict[str, np.ndarray]:
+        with self._torch.prepare(self.subject, precision) as runner:
+            return runner.run(self.feed)
+
+    @cached_property
+    def fp32(self) -> dict[str, np.ndarray]:
+        return self._run("fp32")
+
+    @cached_property
+    def fp64(self) -> dict[str, np.ndarray] | None:
+        if not self.subject.spec.fp64:
+            return None
+        # run() hands back float32; the fp64 result's extra digits are lost only below
+        # float32 resolution, far under any tolerance this is compared at.
+        return self._run("fp64")
+
+    def torch_at(self, precision: str) -> tuple[dict[str, np.ndarray] | None, str]:
+        """PyTorch eager's outputs at ``precision``, or None and why they are unavailable."""
+        if precision not in self._at:
+            spec = self.subject.spec
+            key = (self._torch.name, precision)
+            if precision not in TORCH_COMPARABLE:
+                self._at[precision] = (None, f"PyTorch has no {precision} equivalent")
+            elif key in spec.unsupported or key in spec.known_failures:
+                reason = spec.unsupported.get(key) or spec.known_failures[key]
+                self._at[precision] = (None, f"PyTorch {precision} unavailable: {reason}")
+            else:
+                self._at[precision] = (self._run(precision), "")
+        return self._at[precision]
+
+    def eager(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """PyTorch eager fp32 on any feed (property tests draw their own shapes)."""
+        runner = self.__dict__.get("_eager_runner")
+        if runner is None:
+            runner = self._torch.prepare(self.subject, "fp32").activate()
+            self.__dict__["_eager_runner"] = runner
+        return runner.run(feed)
+
+    @cached_property
+    def task_fp32(self) -> dict[str, np.ndarray]:
+        return self.eager(self.task_feed)
+
+    @cached_property
+    def task_feed(self) -> dict[str, np.ndarray]:
+        return to_numpy(self.subject.spec.task.inputs())
+
+    def judge(self, outputs: dict[str, np.ndarray], backend: str, precision: str, label: str):
+        """Verdict for ``outputs`` of the seeded example feed against this reference."""
+        spec = self.subject.spec
+        tolerance, reasons = tolerance_for(spec.tolerances, backend, precision)
+        torch_outputs, why_not = (self.torch_at(precision) if tolerance.no_worse_factor
+                                  else (None, ""))
+        verdict = judge(outputs, self.fp32, tolerance, label=label, logits=spec.logits,
+                        fp64=self.fp64, torch_same_precision=torch_outputs, reasons=reasons,
+                        precision=precision)
+        return replace(verdict, no_worse_note=f"not applied: {why_not}") if why_not else verdict
+
+    def judge_task(self, runner, label: str):
+        task = self.subject.spec.task
+        score, detail = task.score(runner.run(self.task_feed), self.task_fp32)
+        return task_verdict(score, detail, task.min_score, label=label,
+                            description=task.description)

@@ -1,0 +1,119 @@
+"""ModelSpec: everything the harness needs to know about one model, in one object."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from infergate.precision import PRECISIONS, Override
+
+TIERS = ("smoke", "full")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class SpecError(ValueError):
+    """A ModelSpec that cannot be used; the registry prefixes the defining file."""
+
+
+@dataclass(frozen=True)
+class Dim:
+    """A dynamic dimension: the range the exported model must accept, and the size tests use."""
+
+    min: int
+    max: int
+    default: int
+
+
+@dataclass(frozen=True)
+class TaskCheck:
+    """Task-level accuracy on real data.
+
+    ``score(outputs, reference_outputs) -> (score, detail)``: a number where higher is
+    better, compared against ``min_score``; ``detail`` is a human-readable figure such as
+    "accuracy 0.972 vs fp32 0.978".
+    """
+
+    description: str
+    inputs: Callable[[], dict[str, Any]]
+    score: Callable[[dict, dict], tuple[float, str]]
+    min_score: float
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    # build(store) -> eval() torch.nn.Module whose forward(**inputs) returns a tuple ordered
+    # like ``outputs``; ``store`` (an ArtifactStore) caches anything costly, e.g. trained weights.
+    build: Callable[[Any], Any]
+    make_inputs: Callable[..., dict[str, Any]]  # (batch, seed, **dims) -> {name: Tensor}
+    outputs: tuple[str, ...]
+    tier: str = "smoke"
+    dims: Mapping[str, Dim] = field(default_factory=lambda: {"batch": Dim(1, 16, 2)})
+    dynamic_axes: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+    logits: tuple[str, ...] = ()  # outputs where top-1 agreement is meaningful
+    fp64: bool = True  # the model also runs in float64, giving a second reference
+    tolerances: Mapping[Any, Override] = field(default_factory=dict)
+    known_failures: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    unsupported: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    task: TaskCheck | None = None
+    calibration: Callable[[], list[dict[str, Any]]] | None = None
+    description: str = ""
+
+    def __post_init__(self):
+        problems = list(self._problems())
+        if problems:
+            raise SpecError(f"ModelSpec {self.name!r}: " + "; ".join(problems))
+
+    def _problems(self):
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            yield "name must be lower_snake_case (it is used in test ids)"
+        if not callable(self.build):
+            yield "build must be callable"
+        if not callable(self.make_inputs):
+            yield "make_inputs must be callable"
+        if not self.outputs or not all(isinstance(o, str) for o in self.outputs):
+            yield "outputs must be a non-empty tuple of names"
+        if self.tier not in TIERS:
+            yield f"tier {self.tier!r} is not one of {TIERS}"
+        if "batch" not in self.dims:
+            yield "dims must declare 'batch'"
+        for name, dim in self.dims.items():
+            if not (isinstance(dim, Dim) and 1 <= dim.min <= dim.default <= dim.max):
+                yield f"dim {name!r} must be a Dim with 1 <= min <= default <= max"
+        for inp, axes in self.dynamic_axes.items():
+            for axis, dim in axes.items():
+                if dim not in self.dims:
+                    yield f"dynamic_axes[{inp!r}][{axis}] names undeclared dim {dim!r}"
+        for out in self.logits:
+            if out not in self.outputs:
+                yield f"logits names unknown output {out!r}"
+        for key, override in self.tolerances.items():
+            precision = key[1] if isinstance(key, tuple) else key
+            if precision not in PRECISIONS:
+                yield f"tolerance key {key!r}: unknown precision (valid: {', '.join(PRECISIONS)})"
+            if not isinstance(override, Override) or not override.reason.strip():
+                yield f"tolerance override {key!r} must be an Override with a reason"
+        for table in ("known_failures", "unsupported"):
+            for key, reason in getattr(self, table).items():
+                if not (isinstance(key, tuple) and len(key) == 2 and key[1] in PRECISIONS):
+                    yield f"{table} key {key!r} must be (backend, precision)"
+                if not isinstance(reason, str) or not reason.strip():
+                    yield f"{table}[{key!r}] needs a reason"
+        if self.task is not None and not isinstance(self.task, TaskCheck):
+            yield "task must be a TaskCheck"
+
+    def default_dims(self) -> dict[str, int]:
+        return {name: d.default for name, d in self.dims.items() if name != "batch"}
+
+    def example_inputs(self, seed: int = 0, batch: int | None = None, **dims) -> dict[str, Any]:
+        """The seeded inputs equivalence tests use: declared defaults unless given."""
+        sizes = {**self.default_dims(), **dims}
+        return self.make_inputs(batch=batch or self.dims["batch"].default, seed=seed, **sizes)
+
+    def calibration_inputs(self) -> list[dict[str, Any]]:
+        """Inputs for static quantization: the spec's own, else seeded draws unlike the test seed."""
+        if self.calibration is not None:
+            return self.calibration()
+        return [self.example_inputs(seed=1000 + i) for i in range(8)]

@@ -1,0 +1,77 @@
+"""The model under test: a spec plus its built module, inputs and cached exports."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from infergate.artifacts import ArtifactStore, versions
+from infergate.onnx_export import OPSET, export_onnx
+from infergate.spec import ModelSpec
+
+
+def to_numpy(inputs: dict) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+            for k, v in inputs.items()}
+
+
+class ModelUnderTest:
+    """Built lazily: collecting the matrix never builds a model."""
+
+    def __init__(self, spec: ModelSpec, store: ArtifactStore):
+        self.spec = spec
+        self.store = store
+
+    @cached_property
+    def module(self) -> torch.nn.Module:
+        return self.spec.build(self.store).eval()
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Changes when the model's code, weights or declared shapes change."""
+        h = hashlib.sha256(self.spec.name.encode())
+        h.update(inspect.getsource(inspect.getmodule(self.spec.build)).encode())
+        h.update(repr(sorted((k, repr(v)) for k, v in self.spec.dims.items())).encode())
+        h.update(repr(sorted(self.spec.dynamic_axes.items())).encode())
+        for name, tensor in self.module.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+        return h.hexdigest()[:20]
+
+    def inputs(self, seed: int = 0, batch: int | None = None, **dims) -> dict[str, np.ndarray]:
+        return to_numpy(self.spec.example_inputs(seed=seed, batch=batch, **dims))
+
+    @cached_property
+    def onnx_key(self) -> dict:
+        return {"model": self.spec.name, "fingerprint": self.fingerprint, "opset": OPSET,
+                **versions("torch", "onnx", "onnxscript")}
+
+    @cached_property
+    def onnx_path(self) -> Path:
+        def build(tmp: Path):
+            torch_inputs = self.spec.example_inputs(seed=0)
+            export_onnx(self.spec, self.module, torch_inputs, tmp / "model.onnx")
+
+        folder = self.store.get("onnx", self.onnx_key, build,
+                                f"exporting {self.spec.name} to ONNX")
+        return folder / "model.onnx"
+
+    @cached_property
+    def calibration_feeds(self) -> list[dict[str, np.ndarray]]:
+        return [to_numpy(feed) for feed in self.spec.calibration_inputs()]
+
+    def batch_slice(self, arrays: dict[str, np.ndarray], row: int,
+                    outputs: bool = False) -> dict[str, np.ndarray]:
+        """Row ``row`` of a batch, batch axis kept. Inputs find their batch axis in the spec's
+        dynamic_axes; outputs put batch first."""
+        sliced = {}
+        for name, value in arrays.items():
+            axes = {} if outputs else self.spec.dynamic_axes.get(name, {})
+            axis = next((a for a, dim in axes.items() if dim == "batch"), 0)
+            sliced[name] = np.take(value, [row], axis=axis)
+        return sliced

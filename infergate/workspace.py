@@ -1,0 +1,28 @@
+"""Session-wide state: the artifact store and one lazily built subject/reference per model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from infergate.artifacts import ArtifactStore
+from infergate.models import all_models
+from infergate.reference import Reference
+from infergate.subject import ModelUnderTest
+
+
+class Workspace:
+    def __init__(self, cache_dir: Path, reports_dir: Path):
+        self.store = ArtifactStore(cache_dir)
+        self.reports_dir = Path(reports_dir)
+        self._subjects: dict[str, ModelUnderTest] = {}
+        self._references: dict[str, Reference] = {}
+
+    def subject(self, model: str) -> ModelUnderTest:
+        if model not in self._subjects:
+            self._subjects[model] = ModelUnderTest(all_models()[model], self.store)
+        return self._subjects[model]
+
+    def reference(self, model: str) -> Reference:
+        if model not in self._references:
+            self._references[model] = Reference(self.subject(model))
+        return self._references[model]

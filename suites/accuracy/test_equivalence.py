@@ -1,0 +1,8 @@
+"""Is it still right? Every model x backend x precision against PyTorch eager fp32."""
+
+
+def test_equivalence(combo, runner, reference, record):
+    outputs = runner.run(reference.feed)
+    verdict = reference.judge(outputs, combo.backend.name, combo.precision, label=combo.id)
+    record(accuracy=verdict, settings=runner.settings)
+    assert verdict, str(verdict)

@@ -1,0 +1,52 @@
+"""One contract, checked the same way against every backend available here."""
+
+import numpy as np
+import pytest
+
+from infergate.backends import RunnerError, all_backends
+from infergate.subject import ModelUnderTest
+
+CASES = [(b, p) for b in all_backends().values() for p in b.precisions]
+
+
+@pytest.fixture(scope="module")
+def subject(tiny_spec, store):
+    return ModelUnderTest(tiny_spec, store)
+
+
+@pytest.mark.parametrize("backend,precision", CASES,
+                         ids=[f"{b.name}-{p}" for b, p in CASES])
+def test_runner_contract(backend, precision, subject):
+    reason = backend.unavailable_reason(precision)
+    if reason:
+        pytest.skip(reason)
+    runner = backend.prepare(subject, precision)
+    feed = subject.inputs(seed=1, batch=3)
+    with pytest.raises(RunnerError, match="before activate"):
+        runner.run(feed)
+    with runner:
+        with pytest.raises(RunnerError, match="twice"):
+            runner.activate()
+        outputs = runner.run(feed)
+        assert list(outputs) == list(subject.spec.outputs)
+        assert outputs["logits"].shape == (3, 3)
+        assert outputs["energy"].shape == (3, 1)
+        for value in outputs.values():
+            assert value.dtype == np.float32
+            assert np.isfinite(value).all()
+        # A second batch size through the same runner: dynamic batch is part of the contract.
+        assert runner.run(subject.inputs(seed=2, batch=5))["logits"].shape == (5, 3)
+        assert isinstance(runner.settings, dict)
+    assert not runner.is_active
+    with pytest.raises(RunnerError):
+        runner.run(feed)
+
+
+def test_backend_ids_are_the_documented_ones():
+    assert list(all_backends()) == ["torch", "torch_compile", "ort_cpu", "openvino"]
+
+
+def test_unavailable_backend_reports_why(monkeypatch):
+    backend = all_backends()["ort_cpu"]
+    monkeypatch.setattr(type(backend), "requires", ("no_such_module_xyz",))
+    assert "no_such_module_xyz" in backend.unavailable_reason()
