@@ -254,7 +254,8 @@ class NoWorse:
                 f"{torch_name}'s {_fmt(self.err_torch)} (allowed {self.factor:g}x)")
 
 
-@dataclass(frozen=True)
+# repr=False: pytest prints repr() after the message on failure; keep that one line.
+@dataclass(frozen=True, repr=False)
 class Verdict:
     """Outcome of judging one output dict: truthy when passed, ``str()`` is the message.
 
@@ -282,6 +283,9 @@ class Verdict:
 
     def __str__(self) -> str:
         return self.message
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.status}: {self.label}>"
 
     @property
     def passed(self) -> bool:
@@ -487,7 +491,7 @@ def _message(label, status, worst, structural, nonfinite, outputs, broken, tol, 
 
 # --------------------------------------------------------------------------- task check
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class TaskVerdict:
     """Task-level accuracy (e.g. held-out accuracy) against a minimum score."""
 
@@ -504,6 +508,9 @@ class TaskVerdict:
 
     def __str__(self) -> str:
         return self.message
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.status}: {self.label}>"
 
     @property
     def passed(self) -> bool:

@@ -9,7 +9,7 @@ from functools import cache
 from infergate.artifacts import versions
 
 LIBRARIES = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu",
-             "onnxconverter-common", "openvino", "transformers", "numpy", "pytest")
+             "openvino", "transformers", "numpy", "pytest")
 
 
 @cache

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from infergate.spec import Dim, ModelSpec
+from infergate.spec import Dim, ModelSpec, input_generator
 
 
 class Mlp(nn.Module):
@@ -21,7 +21,7 @@ def build(store) -> nn.Module:
 
 
 def make_inputs(batch: int, seed: int) -> dict:
-    gen = torch.Generator().manual_seed(seed)
+    gen = input_generator(seed)
     # Normalised pixels in [0, 1], like flattened MNIST.
     return {"pixels": torch.rand(batch, 784, generator=gen)}
 

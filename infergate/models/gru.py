@@ -1,0 +1,44 @@
+"""Embedding -> GRU -> linear sequence classifier, seeded random init: the recurrent case,
+where exporters must keep the sequence length dynamic through a loop."""
+
+import torch
+from torch import nn
+
+from infergate.spec import Dim, ModelSpec, input_generator
+
+VOCAB, EMBED, HIDDEN, CLASSES = 1000, 32, 64, 4
+
+
+class GruClassifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, EMBED)
+        self.gru = nn.GRU(EMBED, HIDDEN, num_layers=1, batch_first=True)
+        self.head = nn.Linear(HIDDEN, CLASSES)
+
+    def forward(self, tokens):
+        _, last = self.gru(self.embed(tokens))  # last: (num_layers, batch, hidden)
+        return (self.head(last[-1]),)
+
+
+def build(store) -> nn.Module:
+    torch.manual_seed(0)
+    return GruClassifier().eval()
+
+
+def make_inputs(batch: int, seed: int, seq: int) -> dict:
+    gen = input_generator(seed)
+    return {"tokens": torch.randint(0, VOCAB, (batch, seq), generator=gen)}
+
+
+SPEC = ModelSpec(
+    name="gru",
+    description="embedding -> 1-layer GRU (64) -> linear, 4 classes, seeded init",
+    build=build,
+    make_inputs=make_inputs,
+    outputs=("logits",),
+    logits=("logits",),
+    dims={"batch": Dim(1, 16, 4), "seq": Dim(2, 64, 16)},
+    dynamic_axes={"tokens": {0: "batch", 1: "seq"}},
+    tier="smoke",
+)
