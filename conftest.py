@@ -3,4 +3,5 @@ pytest_plugins = [
     "fixtures.matrix",
     "fixtures.results",
     "fixtures.properties",
+    "pytester",  # the harness's own plugin tests (tests/test_plugin.py)
 ]

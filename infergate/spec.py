@@ -113,7 +113,7 @@ class ModelSpec:
         return self.make_inputs(batch=batch or self.dims["batch"].default, seed=seed, **sizes)
 
     def calibration_inputs(self) -> list[dict[str, Any]]:
-        """Inputs for static quantization: the spec's own, else seeded draws unlike the test seed."""
+        """Inputs for static quantization: the spec's own, else seeded draws (not the test's)."""
         if self.calibration is not None:
             return self.calibration()
         return [self.example_inputs(seed=1000 + i) for i in range(8)]

@@ -1,0 +1,103 @@
+"""The pytest plugin end to end, in a scratch project: options, ids, outcomes, results.json."""
+
+import importlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from infergate.backends import all_backends
+from infergate.models import all_models
+
+REPO = Path(__file__).resolve().parents[1]
+
+# In-process pytester drops modules first imported during a run; torch._dynamo cannot be
+# imported twice (its op library registers once per process), so import it up front.
+importlib.import_module("torch._dynamo")
+
+
+@pytest.fixture
+def project(pytester, tmp_path_factory):
+    pytester.makeconftest((REPO / "conftest.py").read_text())
+    pytester.makepyfile(test_equivalence=(REPO / "suites/accuracy/test_equivalence.py")
+                        .read_text())
+    cache = tmp_path_factory.getbasetemp() / "plugin-cache"  # shared: export once
+    reports = pytester.path / "out"
+
+    def run(*args):
+        result = pytester.runpytest("-p", "no:cacheprovider", f"--cache-dir={cache}",
+                                    f"--reports-dir={reports}", *args)
+        results = reports / "results.json"
+        data = json.loads(results.read_text()) if results.exists() else None
+        return result, data
+
+    return run
+
+
+def test_unknown_model_is_a_usage_error_listing_valid_names(project):
+    result, data = project("--models", "mlp,resnet51")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--models: unknown 'resnet51'; valid: mlp, *resnet50*"])
+    assert data is None
+
+
+def test_ids_outcomes_and_results_json(project):
+    result, data = project("--models", "mlp", "--backends", "torch,ort_cpu",
+                           "--precisions", "fp32,int8", "-v")
+    # torch has no static int8: that combination is not generated at all.
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*test_equivalence?mlp-torch-fp32? PASSED*",
+                                 "*test_equivalence?mlp-ort_cpu-fp32? PASSED*",
+                                 "*test_equivalence?mlp-ort_cpu-int8? PASSED*"])
+    assert data["schema"] == "infergate.results/1"
+    assert {r["id"] for r in data["results"]} == {"mlp-torch-fp32", "mlp-ort_cpu-fp32",
+                                                  "mlp-ort_cpu-int8"}
+    entry = next(r for r in data["results"] if r["id"] == "mlp-ort_cpu-fp32")
+    assert entry["outcome"] == "passed" and entry["backend"] == "ort_cpu"
+    assert entry["accuracy"]["outputs"]["logits"]["cosine"] > 0.9999
+    assert entry["settings"]["providers"] == ["CPUExecutionProvider"]
+    assert "torch" in data["environment"]["libraries"]
+
+
+def test_unavailable_backend_is_a_skip_with_its_reason(project, monkeypatch):
+    monkeypatch.setattr(type(all_backends()["ort_cpu"]), "requires", ("onnxruntime_nope",))
+    result, data = project("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32",
+                           "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*'onnxruntime_nope' is not installed*"])
+    assert data["results"][0]["outcome"] == "skipped"
+    assert "onnxruntime_nope" in data["results"][0]["reason"]
+
+
+def test_prepare_failure_is_an_error_naming_the_artifacts(project, monkeypatch):
+    def broken(self, subject, precision):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(type(all_backends()["ort_cpu"]), "prepare", broken)
+    result, data = project("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32")
+    result.assert_outcomes(errors=1)
+    entry = data["results"][0]
+    assert entry["outcome"] == "error"
+    assert "exporter exploded" in entry["reason"] and "artifacts" in entry["reason"]
+
+
+def test_known_failure_is_strict_xfail(project, monkeypatch):
+    spec = replace(all_models()["mlp"], known_failures={("torch", "fp32"): "pretend regression"})
+    for module in ("infergate.matrix", "infergate.workspace"):
+        monkeypatch.setattr(f"{module}.all_models", lambda: {"mlp": spec})
+    result, data = project("--models", "mlp", "--backends", "torch", "--precisions", "fp32")
+    # It passes, so the strict xfail turns into a failure: a fix must surface.
+    result.assert_outcomes(failed=1)
+    assert data["results"][0]["outcome"] == "failed"
+    assert "XPASS(strict)" in data["results"][0]["reason"]
+
+
+def test_xdist_workers_merge_into_one_results_file(project):
+    pytest.importorskip("xdist")
+    result, data = project("-n", "2", "--models", "mlp,gru", "--backends", "torch",
+                           "--precisions", "fp32,bf16")
+    result.assert_outcomes(passed=4)
+    ids = [r["id"] for r in data["results"]]
+    assert sorted(ids) == sorted({"mlp-torch-fp32", "mlp-torch-bf16", "gru-torch-fp32",
+                                  "gru-torch-bf16"})
