@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +19,10 @@ importlib.import_module("torch._dynamo")
 
 
 @pytest.fixture
-def project(pytester, tmp_path_factory):
+def project(pytester, tmp_path_factory, monkeypatch):
+    # The scratch project's conftest loads the repo's `fixtures` plugins; xdist workers start
+    # in the scratch dir, so they find them only through PYTHONPATH.
+    monkeypatch.setenv("PYTHONPATH", str(REPO), prepend=os.pathsep)
     pytester.makeconftest((REPO / "conftest.py").read_text())
     pytester.makepyfile(test_equivalence=(REPO / "suites/accuracy/test_equivalence.py")
                         .read_text())

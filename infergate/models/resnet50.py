@@ -111,6 +111,11 @@ SPEC = ModelSpec(
     logits=("logits",),
     dims={"batch": Dim(1, 8, 2)},
     dynamic_axes={"pixel_values": {0: "batch"}},
-    tolerances={"bf16": _RANDOM_HEAD, "int8": _RANDOM_HEAD},
+    tolerances={
+        "bf16": _RANDOM_HEAD,
+        "int8": Override(min_top1=0.5, min_cosine=0.97, reason=(
+            _RANDOM_HEAD.reason + "; per-channel static int8 of all 53 convolutions (MinMax, "
+            "8 calibration batches) measured logits cosine 0.979 on ORT and OpenVINO alike")),
+    },
     tier="full",
 )
