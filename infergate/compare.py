@@ -254,9 +254,31 @@ class NoWorse:
                 f"{torch_name}'s {_fmt(self.err_torch)} (allowed {self.factor:g}x)")
 
 
-# repr=False: pytest prints repr() after the message on failure; keep that one line.
+class _Outcome:
+    """Truthy when passed; ``str()`` is the message, so tests read
+    ``assert verdict, str(verdict)``. ``repr()`` stays one line because pytest prints it
+    after the message on failure."""
+
+    label: str
+    status: str
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.status == "pass"
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.status}: {self.label}>"
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+
 @dataclass(frozen=True, repr=False)
-class Verdict:
+class Verdict(_Outcome):
     """Outcome of judging one output dict: truthy when passed, ``str()`` is the message.
 
     ``status`` is "pass", "fail" (tolerance broken, missing/extra outputs, shape mismatch,
@@ -277,19 +299,6 @@ class Verdict:
     reasons: tuple[str, ...] = ()
     no_worse: dict[str, NoWorse] = field(default_factory=dict)
     no_worse_note: str | None = None
-
-    def __bool__(self) -> bool:
-        return self.status == "pass"
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.status}: {self.label}>"
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "pass"
 
     def as_dict(self) -> dict[str, Any]:
         tol = None
@@ -492,7 +501,7 @@ def _message(label, status, worst, structural, nonfinite, outputs, broken, tol, 
 # --------------------------------------------------------------------------- task check
 
 @dataclass(frozen=True, repr=False)
-class TaskVerdict:
+class TaskVerdict(_Outcome):
     """Task-level accuracy (e.g. held-out accuracy) against a minimum score."""
 
     label: str
@@ -502,19 +511,6 @@ class TaskVerdict:
     detail: str
     status: str
     message: str
-
-    def __bool__(self) -> bool:
-        return self.status == "pass"
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.status}: {self.label}>"
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "pass"
 
     def as_dict(self) -> dict[str, Any]:
         return {k: _jsonable(getattr(self, k)) for k in
