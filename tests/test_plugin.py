@@ -2,7 +2,6 @@
 
 import importlib
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,10 +18,10 @@ importlib.import_module("torch._dynamo")
 
 
 @pytest.fixture
-def project(pytester, tmp_path_factory, monkeypatch):
-    # The scratch project's conftest loads the repo's `fixtures` plugins; xdist workers start
-    # in the scratch dir, so they find them only through PYTHONPATH.
-    monkeypatch.setenv("PYTHONPATH", str(REPO), prepend=os.pathsep)
+def project(pytester, tmp_path_factory):
+    # The scratch project's conftest loads the repo's `fixtures` plugins; xdist workers import
+    # them from the scratch dir (the conftest's own dir is on their path).
+    (pytester.path / "fixtures").symlink_to(REPO / "fixtures", target_is_directory=True)
     pytester.makeconftest((REPO / "conftest.py").read_text())
     pytester.makepyfile(test_equivalence=(REPO / "suites/accuracy/test_equivalence.py")
                         .read_text())
