@@ -34,8 +34,9 @@ class OpenVinoRunner(Runner):
         self._ports = {out.get_any_name(): out for out in compiled.outputs}
         self.settings = {
             **self.config,
-            "INFERENCE_PRECISION_HINT(effective)": str(
-                compiled.get_property("INFERENCE_PRECISION_HINT")),
+            # What the plugin actually runs ("f32", "bf16"), which must equal the request.
+            "INFERENCE_PRECISION_HINT(effective)":
+                compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
             "INFERENCE_NUM_THREADS": compiled.get_property("INFERENCE_NUM_THREADS"),
             "model": str(self.model_path),
         }
