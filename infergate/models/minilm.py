@@ -166,7 +166,8 @@ _STATIC_INT8 = (
 
 def make_spec(name: str, tier: str, batch: Dim, seq: Dim, description: str) -> ModelSpec:
     def task_inputs() -> dict:
-        # Pair i is rows 2i, 2i+1; padded to the longest pair sentence, all well under seq.max.
+        # Pair i is rows 2i, 2i+1: 32 rows (inside batch.max), padded to the longest pair
+        # sentence, well under seq.max.
         return _tokenize([s for pair in PAIRS for s in pair], padding="longest",
                          max_length=seq.max)
 
@@ -203,6 +204,6 @@ def make_spec(name: str, tier: str, batch: Dim, seq: Dim, description: str) -> M
     )
 
 
-SPEC = make_spec("minilm", tier="full", batch=Dim(1, 16, 4), seq=Dim(4, 128, 32),
+SPEC = make_spec("minilm", tier="full", batch=Dim(1, 32, 4), seq=Dim(4, 128, 32),
                  description="all-MiniLM-L6-v2 (real weights), token states + "
                              "mean-pooled normalised sentence embedding")

@@ -3,5 +3,5 @@
 from infergate.models.minilm import make_spec
 from infergate.spec import Dim
 
-SPEC = make_spec("minilm_short", tier="smoke", batch=Dim(1, 16, 2), seq=Dim(4, 32, 16),
+SPEC = make_spec("minilm_short", tier="smoke", batch=Dim(1, 32, 2), seq=Dim(4, 32, 16),
                  description="all-MiniLM-L6-v2 (real weights) at seq <= 32, smoke tier")
