@@ -3,5 +3,6 @@ pytest_plugins = [
     "fixtures.matrix",
     "fixtures.results",
     "fixtures.properties",
+    "fixtures.performance",
     "pytester",  # the harness's own plugin tests (tests/test_plugin.py)
 ]

@@ -27,6 +27,16 @@ class Dim:
 
 
 @dataclass(frozen=True)
+class PerfOverride:
+    """Looser latency/memory regression thresholds (fractions) for one backend or
+    (backend, precision) of a model; the reason is mandatory and shows in verdicts."""
+
+    reason: str
+    latency: float | None = None
+    memory: float | None = None
+
+
+@dataclass(frozen=True)
 class TaskCheck:
     """Task-level accuracy on real data.
 
@@ -59,6 +69,11 @@ class ModelSpec:
     unsupported: Mapping[tuple[str, str], str] = field(default_factory=dict)
     task: TaskCheck | None = None
     calibration: Callable[[], list[dict[str, Any]]] | None = None
+    # Sizes the performance tests measure at ({"batch": 1, "seq": 128}); unset dims take
+    # their defaults.
+    benchmark: Mapping[str, int] = field(default_factory=dict)
+    # {backend or (backend, precision): PerfOverride}
+    perf_overrides: Mapping[Any, PerfOverride] = field(default_factory=dict)
     description: str = ""
 
     def __post_init__(self):
@@ -101,6 +116,13 @@ class ModelSpec:
                     yield f"{table} key {key!r} must be (backend, precision)"
                 if not isinstance(reason, str) or not reason.strip():
                     yield f"{table}[{key!r}] needs a reason"
+        for key, override in self.perf_overrides.items():
+            if not isinstance(override, PerfOverride) or not override.reason.strip():
+                yield f"perf_overrides[{key!r}] must be a PerfOverride with a reason"
+        for name, size in self.benchmark.items():
+            dim = self.dims.get(name)
+            if dim is None or not dim.min <= size <= dim.max:
+                yield f"benchmark size {name}={size} is not inside a declared dim's range"
         if self.task is not None and not isinstance(self.task, TaskCheck):
             yield "task must be a TaskCheck"
 
@@ -111,6 +133,13 @@ class ModelSpec:
         """The seeded inputs equivalence tests use: declared defaults unless given."""
         sizes = {**self.default_dims(), **dims}
         return self.make_inputs(batch=batch or self.dims["batch"].default, seed=seed, **sizes)
+
+    def perf_override(self, backend: str, precision: str) -> PerfOverride | None:
+        return self.perf_overrides.get((backend, precision)) or self.perf_overrides.get(backend)
+
+    def benchmark_dims(self) -> dict[str, int]:
+        """Batch and dims the performance tests run at."""
+        return {**{n: d.default for n, d in self.dims.items()}, **self.benchmark}
 
     def calibration_inputs(self) -> list[dict[str, Any]]:
         """Inputs for static quantization: the spec's own, else seeded draws (not the test's)."""

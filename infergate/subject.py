@@ -23,9 +23,13 @@ def to_numpy(inputs: dict) -> dict[str, np.ndarray]:
 class ModelUnderTest:
     """Built lazily: collecting the matrix never builds a model."""
 
-    def __init__(self, spec: ModelSpec, store: ArtifactStore):
+    def __init__(self, spec: ModelSpec, store: ArtifactStore, fingerprint: str | None = None):
         self.spec = spec
         self.store = store
+        if fingerprint is not None:
+            # Known from another process: cached artifacts are found without building the
+            # torch module (a performance probe must not hold weights it does not run).
+            self.__dict__["fingerprint"] = fingerprint
 
     @cached_property
     def module(self) -> torch.nn.Module:

@@ -23,14 +23,16 @@ def project(pytester, tmp_path_factory):
     # them from the scratch dir (the conftest's own dir is on their path).
     (pytester.path / "fixtures").symlink_to(REPO / "fixtures", target_is_directory=True)
     pytester.makeconftest((REPO / "conftest.py").read_text())
-    pytester.makepyfile(test_equivalence=(REPO / "suites/accuracy/test_equivalence.py")
-                        .read_text())
+    pytester.makepyfile(**{path.stem: path.read_text() for path in (
+        REPO / "suites/accuracy/test_equivalence.py",
+        REPO / "suites/performance/test_latency.py",
+        REPO / "suites/performance/test_memory.py")})
     cache = tmp_path_factory.getbasetemp() / "plugin-cache"  # shared: export once
     reports = pytester.path / "out"
 
-    def run(*args):
+    def run(*args, tests=("test_equivalence.py",)):
         result = pytester.runpytest("-p", "no:cacheprovider", f"--cache-dir={cache}",
-                                    f"--reports-dir={reports}", *args)
+                                    f"--reports-dir={reports}", *tests, *args)
         results = reports / "results.json"
         data = json.loads(results.read_text()) if results.exists() else None
         return result, data
@@ -104,3 +106,28 @@ def test_xdist_workers_merge_into_one_results_file(project):
     ids = [r["id"] for r in data["results"]]
     assert sorted(ids) == sorted({"mlp-torch-fp32", "mlp-torch-bf16", "gru-torch-fp32",
                                   "gru-torch-bf16"})
+
+
+def test_performance_gate_end_to_end(project, pytester):
+    """No baseline: skip + candidate. Update, rerun: pass. Slowed runner: fail with numbers."""
+    select = ("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32",
+              "--perf-min-time", "0.5", "--perf-threshold", "0.3", "--benchmark-disable", "-rs")
+    perf_tests = ("test_latency.py", "test_memory.py")
+    result, _ = project(*select, tests=perf_tests)
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*no baseline for machine*--update-baselines*"])
+    assert list((pytester.path / "out").glob("baseline-candidate-*.json"))
+
+    result, _ = project(*select, "--update-baselines", tests=perf_tests)
+    stored = list((pytester.path / "baselines").glob("*.json"))
+    assert len(stored) == 1
+    assert "mlp/ort_cpu/fp32" in json.loads(stored[0].read_text())["entries"]
+
+    result, data = project(*select, tests=perf_tests)
+    result.assert_outcomes(passed=2)
+    latency = next(r for r in data["results"] if r["test"] == "test_latency")
+    assert latency["latency"]["verdict"] in ("pass", "improved")
+
+    result, _ = project(*select, "--perf-slowdown", "1.0", tests=("test_latency.py",))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*mlp-ort_cpu-fp32 normalised p50 +*%*p=*threshold 30 %*"])

@@ -29,6 +29,9 @@ class Runner:
         self.is_active = False
         # Hidden precision knobs and thread counts this runner pinned, recorded in reports.
         self.settings: dict[str, Any] = {}
+        # Intra-op threads to pin at activate(); None keeps the framework's default. Set it
+        # between prepare() and activate() (the performance probes pin it for stable figures).
+        self.threads: int | None = None
 
     def activate(self) -> Runner:
         if self.is_active:

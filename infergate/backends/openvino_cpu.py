@@ -29,7 +29,10 @@ class OpenVinoRunner(Runner):
     def activate_impl(self):
         import openvino as ov
 
-        compiled = ov.Core().compile_model(str(self.model_path), "CPU", self.config)
+        config = dict(self.config)
+        if self.threads is not None:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        compiled = ov.Core().compile_model(str(self.model_path), "CPU", config)
         self.request = compiled.create_infer_request()
         self._ports = {out.get_any_name(): out for out in compiled.outputs}
         self.settings = {

@@ -24,6 +24,9 @@ class OrtRunner(Runner):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        if self.threads is not None:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(self.model_path), options,
                                             providers=self.providers)
         self.settings = {"providers": self.session.get_providers(),

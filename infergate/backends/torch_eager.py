@@ -38,7 +38,11 @@ class TorchRunner(Runner):
         super().__init__(label, output_names)
         self.module = module
         self.input_dtype = input_dtype
-        self.settings = {"threads": torch.get_num_threads()}
+
+    def activate_impl(self):
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        self.settings["threads"] = torch.get_num_threads()
 
     def run_impl(self, feed):
         with torch.inference_mode():

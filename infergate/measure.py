@@ -1,0 +1,214 @@
+"""Latency and memory probes.
+
+Latency is measured by interleaving the model with a fixed calibration workload in one
+process: on shared runners absolute times drift 10-30 % between processes, while the ratio
+of two workloads interleaved in the same process holds within ~1 %. Both figures are kept;
+the gate chooses which to trust.
+
+Calibration workload: a fixed float32 GEMM chain in numpy (OpenBLAS), run on the same thread
+count as the model. It exercises what inference kernels exercise (vector FMA units, caches,
+memory bandwidth), so frequency scaling and noisy neighbours slow it the way they slow the
+model; and it does not depend on any backend under test, so upgrading onnxruntime or torch
+cannot move the yardstick.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+CALIBRATION_SIZE = 192  # 3 x (192x192 @ 192x192): ~0.5 ms on one Zen4 core
+
+
+def calibration_workload() -> Callable[[], None]:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((CALIBRATION_SIZE, CALIBRATION_SIZE), dtype=np.float32)
+    b = rng.standard_normal((CALIBRATION_SIZE, CALIBRATION_SIZE), dtype=np.float32)
+    out = np.empty_like(a)
+
+    def run():
+        for _ in range(3):
+            np.matmul(a, b, out=out)
+
+    return run
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How long to measure: warm up until stable (bounded), then at least ``min_iterations``
+    and ``min_time_s``."""
+
+    min_iterations: int = 30
+    min_time_s: float = 2.0
+    max_iterations: int = 2000
+    warmup_window: int = 5  # stable when two consecutive windows' medians agree within tolerance
+    warmup_tolerance: float = 0.05
+    warmup_max_s: float = 3.0
+    # Very fast models are timed in loops of k calls so one sample spans at least this long;
+    # a single 50 us call is mostly timer and scheduler noise.
+    min_sample_s: float = 0.001
+
+
+class Stats:
+    """Summary statistics of a sample list (seconds in, milliseconds out)."""
+
+    fields = ("n", "min_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "stddev_ms", "cov",
+              "throughput_per_s")
+
+    def __init__(self, samples_s: list[float], batch: int = 1):
+        if not samples_s:
+            raise ValueError("no samples")
+        self.samples_s = list(samples_s)
+        self.batch = batch
+
+    def _pct(self, q: float) -> float:
+        return float(np.percentile(self.samples_s, q)) * 1e3
+
+    @cached_property
+    def n(self) -> int:
+        return len(self.samples_s)
+
+    @cached_property
+    def min_ms(self) -> float:
+        return min(self.samples_s) * 1e3
+
+    @cached_property
+    def p50_ms(self) -> float:
+        return self._pct(50)
+
+    @cached_property
+    def p90_ms(self) -> float:
+        return self._pct(90)
+
+    @cached_property
+    def p99_ms(self) -> float:
+        return self._pct(99)
+
+    @cached_property
+    def mean_ms(self) -> float:
+        return statistics.fmean(self.samples_s) * 1e3
+
+    @cached_property
+    def stddev_ms(self) -> float:
+        return statistics.stdev(self.samples_s) * 1e3 if self.n > 1 else 0.0
+
+    @cached_property
+    def cov(self) -> float:
+        return self.stddev_ms / self.mean_ms if self.mean_ms else math.inf
+
+    @cached_property
+    def throughput_per_s(self) -> float:
+        return self.batch * 1e3 / self.p50_ms
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.fields}
+
+
+@dataclass
+class LatencyResult:
+    samples_s: list[float]
+    calibration_s: list[float]
+    warmup_iterations: int
+    batch: int
+    loops: int = 1  # calls per sample; samples are per call
+    ratios: list[float] = field(init=False)
+
+    def __post_init__(self):
+        self.ratios = [m / c for m, c in zip(self.samples_s, self.calibration_s, strict=True)]
+
+    @cached_property
+    def stats(self) -> Stats:
+        return Stats(self.samples_s, self.batch)
+
+    @cached_property
+    def normalised(self) -> float:
+        """Median of per-iteration model/calibration ratios: drift cancels pairwise."""
+        return statistics.median(self.ratios)
+
+    def as_dict(self) -> dict:
+        return {**self.stats.as_dict(), "normalised": self.normalised,
+                "calibration_p50_ms": statistics.median(self.calibration_s) * 1e3,
+                "warmup_iterations": self.warmup_iterations, "loops": self.loops,
+                "samples_ms": [s * 1e3 for s in self.samples_s],
+                "normalised_samples": self.ratios}
+
+
+def _timed(fn: Callable[[], object], sync: Callable[[], None], loops: int = 1) -> float:
+    """Seconds per call of ``fn`` over ``loops`` calls, device work included."""
+    start = time.perf_counter()
+    for _ in range(loops):
+        fn()
+    sync()
+    return (time.perf_counter() - start) / loops
+
+
+def measure_latency(infer: Callable[[], object], synchronize: Callable[[], None], batch: int,
+                    protocol: Protocol = Protocol(),
+                    calibrate: Callable[[], None] | None = None) -> LatencyResult:
+    """Warm up ``infer`` until stable, then interleave it with the calibration workload."""
+    calibrate = calibrate or calibration_workload()
+    w = protocol.warmup_window
+    warm, start = [], time.perf_counter()
+    while time.perf_counter() - start < protocol.warmup_max_s:
+        warm.append(_timed(infer, synchronize))
+        calibrate()
+        if len(warm) >= 2 * w:
+            previous, last = statistics.median(warm[-2 * w:-w]), statistics.median(warm[-w:])
+            if abs(last - previous) <= protocol.warmup_tolerance * previous:
+                break
+    loops = max(1, math.ceil(protocol.min_sample_s / statistics.median(warm[-w:])))
+    samples, calibration = [], []
+    start = time.perf_counter()
+    while len(samples) < protocol.max_iterations and (
+            len(samples) < protocol.min_iterations
+            or time.perf_counter() - start < protocol.min_time_s):
+        samples.append(_timed(infer, synchronize, loops))
+        calibration.append(_timed(calibrate, lambda: None))
+    return LatencyResult(samples, calibration, len(warm), batch, loops)
+
+
+def current_rss_bytes() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark to the current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int:
+    """The kernel's RSS high-water mark for this process (VmHWM)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def pin_threads(threads: int) -> dict:
+    """Pin the BLAS/OpenMP pools of this process; returns what was pinned, for the record."""
+    from threadpoolctl import threadpool_limits
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    threadpool_limits(threads)
+    return {"threads": threads}

@@ -1,0 +1,92 @@
+"""One performance measurement in a fresh process: ``python -m infergate.probe < request.json``.
+
+A fresh process per combination keeps memory peaks and allocator state from leaking between
+measurements, and makes figures independent of test order. The request names the combination,
+the cache dir, threads and protocol; the reply (last stdout line) is JSON with latency
+samples, cold-start times and peak memory. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+MB = 2**20
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def probe(request: dict) -> dict:
+    from infergate.measure import pin_threads
+
+    threads = request["threads"]
+    pinned = pin_threads(threads)  # before frameworks start their pools
+
+    from infergate.artifacts import ArtifactStore
+    from infergate.backends import all_backends
+    from infergate.measure import (Protocol, current_rss_bytes, measure_latency,
+                                   peak_rss_bytes, reset_peak_rss)
+    from infergate.models import all_models
+    from infergate.subject import ModelUnderTest
+
+    spec = all_models()[request["model"]]
+    backend = all_backends()[request["backend"]]
+    for module in backend.requires + backend.precision_requires.get(request["precision"], ()):
+        importlib.import_module(module)  # library load is not the model's memory
+    subject = ModelUnderTest(spec, ArtifactStore(Path(request["cache_dir"])),
+                             fingerprint=request["fingerprint"])
+    dims = request["dims"]
+    feed = subject.inputs(seed=0, **dims)
+
+    rss_before = current_rss_bytes()
+    peak_reset = reset_peak_rss()
+    t0 = time.perf_counter()
+    runner = backend.prepare(subject, request["precision"])  # artifacts are already cached
+    t1 = time.perf_counter()
+    runner.threads = threads
+    runner.activate()
+    t2 = time.perf_counter()
+    runner.run(feed)
+    runner.synchronize()
+    t3 = time.perf_counter()
+
+    slowdown = request.get("slowdown", 0.0)
+
+    def infer():
+        start = time.perf_counter()
+        runner.run(feed)
+        if slowdown:  # the gate's own benchmark: +x % work, proportional to this call
+            runner.synchronize()
+            _spin(slowdown * (time.perf_counter() - start))
+
+    latency = measure_latency(infer, runner.synchronize, dims["batch"],
+                              Protocol(**request.get("protocol", {})))
+    peak = peak_rss_bytes()
+    runner.deactivate()
+    return {
+        "latency": latency.as_dict(),
+        "cold_start": {"prepare_s": t1 - t0, "load_s": t2 - t1, "first_inference_s": t3 - t2},
+        "memory": {"peak_rss_mb": (peak - rss_before) / MB, "rss_before_mb": rss_before / MB,
+                   "peak_reset": peak_reset},
+        "settings": {**runner.settings, **pinned},
+        "protocol": asdict(Protocol(**request.get("protocol", {}))),
+    }
+
+
+def main() -> int:
+    request = json.loads(sys.stdin.read())
+    result = probe(request)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

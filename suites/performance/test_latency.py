@@ -1,0 +1,30 @@
+"""Is it still fast? Latency against the stored baseline, measured in a fresh process."""
+
+import pytest
+
+from fixtures.performance import feed_benchmark
+from infergate.baselines import judge_latency
+
+
+def test_latency(combo, measurement, perf, benchmark, record):
+    latency = measurement["latency"]
+    feed_benchmark(benchmark, latency["samples_ms"], {
+        **{k: latency[k] for k in ("p50_ms", "p90_ms", "p99_ms", "cov", "normalised",
+                                   "calibration_p50_ms", "throughput_per_s")},
+        "peak_rss_mb": measurement["memory"]["peak_rss_mb"],
+        "cold_start": measurement["cold_start"], "threads": perf.threads})
+    baseline = perf.baseline(combo)
+    if baseline is None:
+        record(latency={**latency, "verdict": "no-baseline"}, cold_start=measurement["cold_start"],
+               settings=measurement["settings"])
+        pytest.skip(perf.no_baseline(combo))
+    threshold, _, reason = perf.thresholds(combo)
+    verdict = judge_latency(combo.id, latency, baseline, threshold=threshold,
+                            mode=perf.config.getoption("--perf-gate"),
+                            strict=perf.config.getoption("--perf-strict"), reason=reason)
+    record(latency={**latency, "verdict": verdict.status, **verdict.figures,
+                    "baseline": {k: baseline["latency"][k] for k in ("p50_ms", "normalised")}},
+           cold_start=measurement["cold_start"], settings=measurement["settings"],
+           perf_message=verdict.message)
+    print(verdict.message)
+    assert verdict, str(verdict)
