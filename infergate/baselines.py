@@ -205,7 +205,8 @@ def judge_memory(label: str, peak_mb: float, baseline: dict | None, *, threshold
     return PerfVerdict(label, "pass", f"{label} {text}{note}", figures)
 
 
-def ratio_interval(new: list[float], old: list[float], resamples: int = 1000) -> tuple[float, float]:
+def ratio_interval(new: list[float], old: list[float],
+                   resamples: int = 1000) -> tuple[float, float]:
     """Bootstrap interval of median(new) / median(old) at CONFIDENCE; seeded, so a verdict
     is reproducible from its samples."""
     import numpy as np

@@ -19,7 +19,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -51,9 +51,9 @@ class Protocol:
     warmup_window: int = 5  # stable when two consecutive windows' medians agree within tolerance
     warmup_tolerance: float = 0.05
     warmup_max_s: float = 3.0
-    # Very fast models are timed in loops of k calls so one sample spans at least this long;
-    # a single 50 us call is mostly timer and scheduler noise.
-    min_sample_s: float = 0.001
+    # Very fast models run k calls between calibration calls, so each block spans at least
+    # this long: the calibration GEMM evicts caches, and only a block's first call pays.
+    min_block_s: float = 0.001
 
 
 class Stats:
@@ -113,15 +113,12 @@ class Stats:
 
 @dataclass
 class LatencyResult:
-    samples_s: list[float]
-    calibration_s: list[float]
+    samples_s: list[float]  # every timed call
+    calibration_s: list[float]  # one per block
+    ratios: list[float]  # per block: median call time / calibration time
     warmup_iterations: int
     batch: int
-    loops: int = 1  # calls per sample; samples are per call
-    ratios: list[float] = field(init=False)
-
-    def __post_init__(self):
-        self.ratios = [m / c for m, c in zip(self.samples_s, self.calibration_s, strict=True)]
+    loops: int = 1  # calls per block
 
     @cached_property
     def stats(self) -> Stats:
@@ -129,7 +126,7 @@ class LatencyResult:
 
     @cached_property
     def normalised(self) -> float:
-        """Median of per-iteration model/calibration ratios: drift cancels pairwise."""
+        """Median of per-block model/calibration ratios: drift cancels pairwise."""
         return statistics.median(self.ratios)
 
     def as_dict(self) -> dict:
@@ -140,13 +137,12 @@ class LatencyResult:
                 "normalised_samples": self.ratios}
 
 
-def _timed(fn: Callable[[], object], sync: Callable[[], None], loops: int = 1) -> float:
-    """Seconds per call of ``fn`` over ``loops`` calls, device work included."""
+def _timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
+    """Seconds for one call of ``fn``, device work included."""
     start = time.perf_counter()
-    for _ in range(loops):
-        fn()
+    fn()
     sync()
-    return (time.perf_counter() - start) / loops
+    return time.perf_counter() - start
 
 
 def measure_latency(infer: Callable[[], object], synchronize: Callable[[], None], batch: int,
@@ -163,15 +159,17 @@ def measure_latency(infer: Callable[[], object], synchronize: Callable[[], None]
             previous, last = statistics.median(warm[-2 * w:-w]), statistics.median(warm[-w:])
             if abs(last - previous) <= protocol.warmup_tolerance * previous:
                 break
-    loops = max(1, math.ceil(protocol.min_sample_s / statistics.median(warm[-w:])))
-    samples, calibration = [], []
+    loops = max(1, math.ceil(protocol.min_block_s / statistics.median(warm[-w:])))
+    samples, calibration, ratios = [], [], []
     start = time.perf_counter()
-    while len(samples) < protocol.max_iterations and (
-            len(samples) < protocol.min_iterations
+    while len(ratios) < protocol.max_iterations and (
+            len(ratios) < protocol.min_iterations
             or time.perf_counter() - start < protocol.min_time_s):
-        samples.append(_timed(infer, synchronize, loops))
+        block = [_timed(infer, synchronize) for _ in range(loops)]
         calibration.append(_timed(calibrate, lambda: None))
-    return LatencyResult(samples, calibration, len(warm), batch, loops)
+        samples.extend(block)
+        ratios.append(statistics.median(block) / calibration[-1])
+    return LatencyResult(samples, calibration, ratios, len(warm), batch, loops)
 
 
 def current_rss_bytes() -> int:

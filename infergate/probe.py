@@ -10,12 +10,45 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import subprocess
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 MB = 2**20
+TIMEOUT_S = 900
+
+
+class ProbeError(RuntimeError):
+    """The measuring process failed; the message carries its stderr."""
+
+
+def run_probe(subject, backend, precision: str, *, threads: int, min_time_s: float,
+              slowdown: float = 0.0) -> dict:
+    """Measure one combination in a fresh process and return its figures.
+
+    Artifacts are built here first, so the probe's memory and cold start never include an
+    export or a quantization.
+    """
+    backend.prepare(subject, precision)
+    request = {
+        "model": subject.spec.name, "backend": backend.name, "precision": precision,
+        "cache_dir": str(subject.store.root), "fingerprint": subject.fingerprint,
+        "threads": threads, "dims": subject.spec.benchmark_dims(),
+        "protocol": {"min_time_s": min_time_s}, "slowdown": slowdown,
+    }
+    # The probe imports this very infergate, installed or not.
+    source = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [source, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    proc = subprocess.run([sys.executable, "-m", "infergate.probe"], input=json.dumps(request),
+                          capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise ProbeError(f"{subject.spec.name}-{backend.name}-{precision}: measuring process "
+                         f"exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _spin(seconds: float) -> None:
@@ -32,8 +65,13 @@ def probe(request: dict) -> dict:
 
     from infergate.artifacts import ArtifactStore
     from infergate.backends import all_backends
-    from infergate.measure import (Protocol, current_rss_bytes, measure_latency,
-                                   peak_rss_bytes, reset_peak_rss)
+    from infergate.measure import (
+        Protocol,
+        current_rss_bytes,
+        measure_latency,
+        peak_rss_bytes,
+        reset_peak_rss,
+    )
     from infergate.models import all_models
     from infergate.subject import ModelUnderTest
 

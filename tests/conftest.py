@@ -1,4 +1,8 @@
-"""Self-test helpers: a tiny model spec, and a throwaway artifact store."""
+"""Self-test helpers: a tiny model spec, a throwaway artifact store, a scratch project."""
+
+import importlib
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,3 +48,44 @@ def tiny_spec():
 @pytest.fixture(scope="session")
 def store(tmp_path_factory):
     return ArtifactStore(tmp_path_factory.mktemp("artifacts"))
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+# In-process pytester drops modules first imported during a run; torch._dynamo cannot be
+# imported twice (its op library registers once per process), so import it up front.
+importlib.import_module("torch._dynamo")
+
+
+@pytest.fixture
+def project(pytester, tmp_path_factory):
+    """A scratch pytest project running the repo's plugins and suite files; ``run(*args)``
+    returns (result, results.json or None).
+
+    Its conftest loads the repo's `fixtures` plugins; xdist workers import them from the
+    scratch dir (the conftest's own dir is on their path)."""
+    # infergate too, where it is not pip-installed (a plain checkout's venv).
+    for package in ("fixtures", "infergate"):
+        (pytester.path / package).symlink_to(REPO / package, target_is_directory=True)
+    pytester.makeconftest((REPO / "conftest.py").read_text())
+    pytester.makepyfile(**{path.stem: path.read_text() for path in (
+        REPO / "suites/accuracy/test_equivalence.py",
+        REPO / "suites/performance/test_latency.py",
+        REPO / "suites/performance/test_memory.py")})
+    cache = tmp_path_factory.getbasetemp() / "plugin-cache"  # shared: export once
+    reports = pytester.path / "out"
+
+    def run(*args, tests=("test_equivalence.py",)):
+        result = pytester.runpytest("-p", "no:cacheprovider", f"--cache-dir={cache}",
+                                    f"--reports-dir={reports}", *tests, *args)
+        results = reports / "results.json"
+        data = json.loads(results.read_text()) if results.exists() else None
+        return result, data
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def _no_ci_step_summary(monkeypatch):
+    # Scratch sessions would append their summaries to the real CI job summary.
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)

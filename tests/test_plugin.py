@@ -1,43 +1,12 @@
 """The pytest plugin end to end, in a scratch project: options, ids, outcomes, results.json."""
 
-import importlib
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from infergate.backends import all_backends
 from infergate.models import all_models
-
-REPO = Path(__file__).resolve().parents[1]
-
-# In-process pytester drops modules first imported during a run; torch._dynamo cannot be
-# imported twice (its op library registers once per process), so import it up front.
-importlib.import_module("torch._dynamo")
-
-
-@pytest.fixture
-def project(pytester, tmp_path_factory):
-    # The scratch project's conftest loads the repo's `fixtures` plugins; xdist workers import
-    # them from the scratch dir (the conftest's own dir is on their path).
-    (pytester.path / "fixtures").symlink_to(REPO / "fixtures", target_is_directory=True)
-    pytester.makeconftest((REPO / "conftest.py").read_text())
-    pytester.makepyfile(**{path.stem: path.read_text() for path in (
-        REPO / "suites/accuracy/test_equivalence.py",
-        REPO / "suites/performance/test_latency.py",
-        REPO / "suites/performance/test_memory.py")})
-    cache = tmp_path_factory.getbasetemp() / "plugin-cache"  # shared: export once
-    reports = pytester.path / "out"
-
-    def run(*args, tests=("test_equivalence.py",)):
-        result = pytester.runpytest("-p", "no:cacheprovider", f"--cache-dir={cache}",
-                                    f"--reports-dir={reports}", *tests, *args)
-        results = reports / "results.json"
-        data = json.loads(results.read_text()) if results.exists() else None
-        return result, data
-
-    return run
 
 
 def test_unknown_model_is_a_usage_error_listing_valid_names(project):

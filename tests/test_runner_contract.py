@@ -44,7 +44,8 @@ def test_runner_contract(backend, precision, subject):
 
 
 def test_backend_ids_are_the_documented_ones():
-    assert list(all_backends()) == ["torch", "torch_compile", "ort_cpu", "openvino"]
+    assert list(all_backends()) == ["torch", "torch_compile", "ort_cpu", "openvino",
+                                    "torch_cuda", "ort_cuda", "ort_trt", "tensorrt"]
 
 
 def test_unavailable_backend_reports_why(monkeypatch):

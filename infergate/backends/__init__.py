@@ -7,7 +7,10 @@ from functools import cache
 from infergate.backends.base import Backend, Runner, RunnerError
 from infergate.backends.openvino_cpu import OpenVinoCpu
 from infergate.backends.ort_cpu import OrtCpu
+from infergate.backends.ort_gpu import OrtCuda, OrtTrt
+from infergate.backends.tensorrt_runner import TensorRt
 from infergate.backends.torch_compile import TorchCompile
+from infergate.backends.torch_cuda import TorchCuda
 from infergate.backends.torch_eager import TorchEager
 
 __all__ = ["Backend", "Runner", "RunnerError", "all_backends"]
@@ -20,5 +23,9 @@ def all_backends() -> dict[str, Backend]:
         TorchCompile(),
         OrtCpu(),
         OpenVinoCpu(),
+        TorchCuda(),
+        OrtCuda(),
+        OrtTrt(),
+        TensorRt(),
     )
     return {b.name: b for b in backends}

@@ -1,5 +1,10 @@
-"""torch.compile (inductor) on CPU. Compiles are slow here (~47 s for ResNet-50 on 2 cores),
-so this backend runs in the full tier and points inductor's own on-disk cache at ours."""
+"""torch.compile (inductor), on CUDA when there is a GPU, else on CPU.
+
+One run uses one device, so the id stays ``torch_compile``; ``INFERGATE_TORCH_COMPILE_DEVICE``
+(``cpu`` | ``cuda``) overrides the choice and ``runner.settings["device"]`` records it.
+Compiles are slow on CPU (~47 s for ResNet-50 on 2 cores), so this backend runs in the full
+tier and points inductor's own on-disk cache at ours.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +13,46 @@ import os
 import torch
 
 from infergate.backends.base import Backend, Runner
+from infergate.backends.cuda import cuda_unavailable_reason
+from infergate.backends.torch_cuda import TorchCudaRunner
 from infergate.backends.torch_eager import DTYPES, TorchRunner, convert_module
 from infergate.progress import step
 
+DEVICE_ENV = "INFERGATE_TORCH_COMPILE_DEVICE"
+DEVICES = ("cpu", "cuda")
 
-class CompiledRunner(TorchRunner):
+
+def compile_device() -> str:
+    """The device torch_compile runs on: the override if set, else cuda when available."""
+    chosen = os.environ.get(DEVICE_ENV, "").strip().lower()
+    if chosen:
+        return chosen
+    return "cpu" if cuda_unavailable_reason() else "cuda"
+
+
+class _CompilesOnActivate:
     def __init__(self, label, output_names, module, input_dtype, warmup_feed):
         super().__init__(label, output_names, module, input_dtype)
         self.warmup_feed = warmup_feed
-        self.settings["inductor_cache"] = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
 
     def activate_impl(self):
+        super().activate_impl()
+        self.settings["inductor_cache"] = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+        self.settings.setdefault("device", "cpu")
         # The first call compiles; do it here so run() is warm inference only.
-        with step(f"{self.label}: torch.compile (inductor)"):
+        with step(f"{self.label}: torch.compile (inductor, {self.settings['device']})"):
             self.run_impl(self.warmup_feed)
+
+
+class CompiledRunner(_CompilesOnActivate, TorchRunner):
+    pass
+
+
+class CompiledCudaRunner(_CompilesOnActivate, TorchCudaRunner):
+    """TF32 pinned off before the compile, so inductor's fp32 kernels are fp32."""
+
+
+RUNNERS = {"cpu": CompiledRunner, "cuda": CompiledCudaRunner}
 
 
 class TorchCompile(Backend):
@@ -30,10 +61,26 @@ class TorchCompile(Backend):
     tier = "full"
     requires = ("torch",)
 
+    @property
+    def device(self) -> str:
+        return compile_device()
+
+    def unavailable_reason(self, precision: str | None = None) -> str | None:
+        device = compile_device()
+        if device not in DEVICES:
+            return (f"{self.name}: {DEVICE_ENV}={device!r} is not one of "
+                    f"{', '.join(DEVICES)}")
+        reason = super().unavailable_reason(precision)
+        if not reason and device == "cuda" and cuda_unavailable_reason():
+            reason = f"{self.name}: {DEVICE_ENV}=cuda but {cuda_unavailable_reason()}"
+        return reason
+
     def prepare(self, subject, precision: str) -> Runner:
+        device = compile_device()
         # Inductor's FX-graph and kernel caches are content-keyed; keeping them in our cache
         # dir makes a warm run skip codegen. A user's own setting wins.
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(subject.store.root / "inductor"))
-        module = torch.compile(convert_module(subject.module, precision), backend="inductor")
-        return CompiledRunner(self.label(subject, precision), subject.spec.outputs, module,
-                              DTYPES[precision], subject.inputs(seed=0))
+        module = convert_module(subject.module, precision).to(device)
+        module = torch.compile(module, backend="inductor")
+        return RUNNERS[device](self.label(subject, precision), subject.spec.outputs, module,
+                               DTYPES[precision], subject.inputs(seed=0))

@@ -5,6 +5,8 @@ import pytest
 from fixtures.performance import feed_benchmark
 from infergate.baselines import judge_latency
 
+pytestmark = pytest.mark.matrix(performance=True)
+
 
 def test_latency(combo, measurement, perf, benchmark, record):
     latency = measurement["latency"]

@@ -4,6 +4,8 @@ import pytest
 
 from infergate.baselines import judge_memory
 
+pytestmark = pytest.mark.matrix(performance=True)
+
 
 def test_memory(combo, measurement, perf, record):
     peak = measurement["memory"]["peak_rss_mb"]

@@ -1,0 +1,65 @@
+"""PyTorch eager on a CUDA GPU, with TF32 pinned off so fp32 is a true fp32 reference."""
+
+from __future__ import annotations
+
+import torch
+
+from infergate.backends.base import Runner
+from infergate.backends.cuda import (
+    TF32_OFF,
+    CudaBackend,
+    DeviceFeedCache,
+    device_facts,
+    set_tf32,
+    tf32_state,
+)
+from infergate.backends.torch_eager import DTYPES, TorchRunner, convert_module, to_torch
+
+
+class TorchCudaRunner(TorchRunner):
+    """Eager (or compiled) module on ``cuda``: inputs copied to the device once per feed,
+    outputs returned as host float32 arrays; ``synchronize()`` waits for the GPU."""
+
+    def __init__(self, label, output_names, module, input_dtype):
+        super().__init__(label, output_names, module, input_dtype)
+        self._inputs = DeviceFeedCache(self._upload)
+        self._tf32_before = None
+
+    def _upload(self, feed):
+        return {name: t.to("cuda") for name, t in to_torch(feed, self.input_dtype).items()}
+
+    def activate_impl(self):
+        super().activate_impl()
+        # Process-wide switches: pinned while this runner is active, restored after.
+        self._tf32_before = set_tf32(TF32_OFF)
+        self.settings.update(device_facts())
+        self.settings.update({f"tf32.{k}": v for k, v in tf32_state().items()})
+        self.settings["inputs"] = "copied to the device once per feed (not timed)"
+
+    def run_impl(self, feed):
+        with torch.inference_mode():
+            outputs = self.module(**self._inputs.get(feed))
+        return {name: out.float().cpu().numpy()
+                for name, out in zip(self.output_names, outputs, strict=True)}
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize()
+
+    def deactivate_impl(self):
+        super().deactivate_impl()
+        self._inputs.clear()
+        if self._tf32_before is not None:
+            set_tf32(self._tf32_before)
+            self._tf32_before = None
+        torch.cuda.empty_cache()
+
+
+class TorchCuda(CudaBackend):
+    name = "torch_cuda"
+    precisions = ("fp32", "fp16", "bf16")
+    requires = ("torch",)
+
+    def prepare(self, subject, precision: str) -> Runner:
+        module = convert_module(subject.module, precision).to("cuda")
+        return TorchCudaRunner(self.label(subject, precision), subject.spec.outputs, module,
+                               DTYPES[precision])

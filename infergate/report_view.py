@@ -1,0 +1,260 @@
+"""What the Markdown and HTML reports show, decided once: cells, key figures, grids, rows.
+
+Works on a results document as written (non-finite numbers are the strings "nan"/"inf").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from infergate.precision import PRECISIONS
+
+OUTCOMES = ("passed", "failed", "error", "xfailed", "xpassed", "skipped")
+SYMBOLS = {"passed": "✅", "failed": "❌", "error": "💥", "xfailed": "xfail", "xpassed": "xpass",
+           "skipped": "⏭"}
+BROKEN = ("failed", "error", "xpassed")
+REFERENCE = ("torch", "fp32")  # speed-ups are relative to PyTorch eager fp32
+
+
+def number(value) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)  # "nan", "inf": written as strings to keep JSON standard
+        except ValueError:
+            return None
+    return None
+
+
+def fmt(value, spec: str = "{:.4g}") -> str:
+    value = number(value)
+    if value is None:
+        return ""
+    return spec.format(value) if math.isfinite(value) else str(value)
+
+
+def first_line(text: str) -> str:
+    return next((line.strip() for line in (text or "").splitlines() if line.strip()), "")
+
+
+def machine_label(env: dict) -> str:
+    return f"{env.get('cpu', 'unknown CPU')} ({env.get('cpu_count', '?')} cores)"
+
+
+def _lowest_cosine(entry: dict) -> float | None:
+    outputs = (entry.get("accuracy") or {}).get("outputs") or {}
+    values = [number(o.get("cosine")) for o in outputs.values()]
+    values = [v for v in values if v is not None]
+    if any(math.isnan(v) for v in values):
+        return math.nan  # min() would hide a NaN depending on its position
+    return min(values, default=None)
+
+
+def _path(*keys):
+    def get(entry):
+        for key in keys:
+            entry = entry.get(key) if isinstance(entry, dict) else None
+        return number(entry)
+    return get
+
+
+@dataclass(frozen=True)
+class Figure:
+    label: str
+    get: object
+    spec: str
+
+
+# The one number a matrix cell shows, per test kind.
+FIGURES = {
+    "test_equivalence": Figure("lowest output cosine vs PyTorch fp32", _lowest_cosine, "{:.4f}"),
+    "test_task_accuracy": Figure("task score relative to fp32", _path("task", "score"),
+                                 "{:.3f}"),
+    "test_latency": Figure("p50 latency, ms", _path("latency", "p50_ms"), "{:.3g}"),
+    "test_memory": Figure("peak RSS, MB", _path("memory", "peak_rss_mb"), "{:.4g}"),
+}
+
+
+def key_figure(entry: dict) -> str:
+    figure = FIGURES.get(entry["test"])
+    return fmt(figure.get(entry), figure.spec) if figure else ""
+
+
+def cell_text(entry: dict, symbols: dict[str, str] = SYMBOLS) -> str:
+    return " ".join(filter(None, (symbols.get(entry.get("outcome"), "?"), key_figure(entry))))
+
+
+def row_label(entry: dict) -> str:
+    model = entry.get("model", entry["id"])
+    return f"{model} @ {entry['machine']}" if entry.get("machine") else model
+
+
+def column(entry: dict) -> tuple[str, str]:
+    return entry.get("backend", "?"), entry.get("precision", "?")
+
+
+def _column_order(col: tuple[str, str]):
+    backend, precision = col
+    rank = PRECISIONS.index(precision) if precision in PRECISIONS else len(PRECISIONS)
+    return backend != REFERENCE[0], backend, rank, precision
+
+
+@dataclass
+class Grid:
+    """One test's matrix: rows are models (per machine), columns backend x precision."""
+
+    test: str
+    rows: list[str]
+    columns: list[tuple[str, str]]
+    cells: dict[tuple[str, tuple[str, str]], dict] = field(default_factory=dict)
+    folded: list[tuple[str, str]] = field(default_factory=list)  # skipped everywhere
+
+    @property
+    def is_list(self) -> bool:
+        # A test run on one backend x precision only (the property tests) reads as a list.
+        return len(self.columns) == 1
+
+    def cell(self, row: str, col: tuple[str, str]) -> dict | None:
+        return self.cells.get((row, col))
+
+
+def by_test(document: dict) -> dict[str, list[dict]]:
+    tests: dict[str, list[dict]] = {}
+    for entry in document["results"]:
+        tests.setdefault(entry["test"], []).append(entry)
+    return tests
+
+
+def is_performance(entries: list[dict]) -> bool:
+    return any("latency" in e or "memory" in e for e in entries)
+
+
+def _blank_skip(entry: dict) -> bool:
+    return entry.get("outcome") == "skipped" and not key_figure(entry)
+
+
+def grid(test: str, entries: list[dict]) -> Grid:
+    rows = list(dict.fromkeys(row_label(e) for e in entries))
+    columns = sorted({column(e) for e in entries}, key=_column_order)
+    # A backend that cannot run here (no GPU) would add a column of bare skips per
+    # precision: fold those into one line so the table stays readable.
+    folded = [c for c in columns if all(_blank_skip(e) for e in entries if column(e) == c)]
+    kept = [c for c in columns if c not in folded] or columns
+    return Grid(test, rows, kept, {(row_label(e), column(e)): e for e in entries},
+                [c for c in folded if c not in kept])
+
+
+def grids(document: dict) -> list[Grid]:
+    """Accuracy-style tests first (equivalence, task), the rest after, each one grid."""
+    tests = by_test(document)
+    order = sorted(tests, key=lambda t: (t not in FIGURES, is_performance(tests[t]), t))
+    return [grid(t, tests[t]) for t in order]
+
+
+def problems(document: dict) -> list[dict]:
+    return [e for e in document["results"] if e.get("outcome") in BROKEN]
+
+
+@dataclass
+class PerfRow:
+    label: str
+    latency: dict | None = None
+    memory: dict | None = None
+    speedup: float | None = None
+
+    def figure(self, kind: str, key: str):
+        entry = getattr(self, kind)
+        return number(((entry or {}).get(kind) or {}).get(key))
+
+    def baseline(self, kind: str, key: str):
+        entry = getattr(self, kind) or {}
+        return number(((entry.get(kind) or {}).get("baseline") or {}).get(key))
+
+    def verdict(self, kind: str, symbols: dict[str, str] = SYMBOLS) -> str:
+        entry = getattr(self, kind)
+        if entry is None:
+            return ""
+        verdict = (entry.get(kind) or {}).get("verdict")
+        return f"{symbols.get(entry.get('outcome'), '?')} {verdict or ''}".strip()
+
+    @property
+    def measured(self) -> bool:
+        return any(e and (kind in e) for kind, e in (("latency", self.latency),
+                                                      ("memory", self.memory)))
+
+
+def _signed(value) -> str:
+    text = fmt(value, "{:+.1f}")
+    return f"{text} %" if text else ""
+
+
+PERF_COLUMNS = (
+    ("p50 ms", lambda r, s: fmt(r.figure("latency", "p50_ms"), "{:.3g}")),
+    ("baseline p50 ms", lambda r, s: fmt(r.baseline("latency", "p50_ms"), "{:.3g}")),
+    ("Δ p50", lambda r, s: _signed(r.figure("latency", "delta_pct"))),
+    ("latency verdict", lambda r, s: r.verdict("latency", s)),
+    ("speed-up vs torch fp32", lambda r, s: fmt(r.speedup, "{:.2f}×")),
+    ("peak MB", lambda r, s: fmt(r.figure("memory", "peak_rss_mb"), "{:.4g}")),
+    ("baseline MB", lambda r, s: fmt(r.figure("memory", "baseline_mb"), "{:.4g}")),
+    ("Δ memory", lambda r, s: _signed(r.figure("memory", "delta_pct"))),
+    ("memory verdict", lambda r, s: r.verdict("memory", s)),
+)
+
+
+def perf_table(rows: list[PerfRow], symbols: dict[str, str] = SYMBOLS
+               ) -> tuple[list[str], list[list[str]]]:
+    """The performance table's header and cells (plain text), shared by both reports.
+    Combinations with no figures at all (a GPU backend on a CPU runner) are left out."""
+    header = ["combination", *(name for name, _ in PERF_COLUMNS)]
+    return header, [[r.label, *(get(r, symbols) for _, get in PERF_COLUMNS)]
+                    for r in rows if r.measured]
+
+
+def _slot(entry: dict) -> str:
+    if "memory" in entry or ("latency" not in entry and "memory" in entry["test"]):
+        return "memory"
+    return "latency"
+
+
+def performance_rows(document: dict) -> list[PerfRow]:
+    """One row per combination (and machine) with its latency and memory entries, and the
+    p50 speed-up over the same model's PyTorch eager fp32 on the same machine."""
+    rows: dict[tuple, PerfRow] = {}
+    for entries in by_test(document).values():
+        if not is_performance(entries):
+            continue
+        for entry in entries:
+            key = (entry.get("machine", ""), entry.get("model"), column(entry))
+            label = f"{entry['id']} @ {entry['machine']}" if entry.get("machine") else entry["id"]
+            setattr(rows.setdefault(key, PerfRow(label)), _slot(entry), entry)
+    for (machine, model, _), row in rows.items():
+        reference = rows.get((machine, model, REFERENCE))
+        p50 = row.figure("latency", "p50_ms")
+        ref = reference.figure("latency", "p50_ms") if reference else None
+        if p50 and ref:
+            row.speedup = ref / p50
+    return sorted(rows.values(), key=lambda r: r.label)
+
+
+def settings_by_column(document: dict) -> dict[tuple[str, str], dict[str, str]]:
+    """Pinned runner settings per backend x precision; a value that differs between models
+    (an artifact path) shows as "(per model)" rather than one line per model."""
+    seen: dict[tuple[str, str], dict[str, set]] = {}
+    for entry in document["results"]:
+        for key, value in (entry.get("settings") or {}).items():
+            seen.setdefault(column(entry), {}).setdefault(key, set()).add(str(value))
+    return {col: {k: (next(iter(v)) if len(v) == 1 else "(per model)") for k, v in s.items()}
+            for col, s in sorted(seen.items(), key=lambda item: _column_order(item[0]))}
+
+
+def accuracy_errors(entry: dict) -> tuple[float | None, float | None]:
+    """The worst output's max abs error and 1 - cosine, for the log-scale chart."""
+    outputs = (entry.get("accuracy") or {}).get("outputs") or {}
+    max_abs = [number(o.get("max_abs")) for o in outputs.values()]
+    max_abs = [v for v in max_abs if v is not None]
+    cosine = _lowest_cosine(entry)
+    return (max(max_abs) if max_abs else None), (None if cosine is None else 1.0 - cosine)
