@@ -47,13 +47,13 @@ class Protocol:
 
     min_iterations: int = 30
     min_time_s: float = 2.0
-    max_iterations: int = 2000
+    max_iterations: int = 1000  # blocks
     warmup_window: int = 5  # stable when two consecutive windows' medians agree within tolerance
     warmup_tolerance: float = 0.05
     warmup_max_s: float = 3.0
     # Very fast models run k calls between calibration calls, so each block spans at least
     # this long: the calibration GEMM evicts caches, and only a block's first call pays.
-    min_block_s: float = 0.001
+    min_block_s: float = 0.005
 
 
 class Stats:
@@ -133,8 +133,19 @@ class LatencyResult:
         return {**self.stats.as_dict(), "normalised": self.normalised,
                 "calibration_p50_ms": statistics.median(self.calibration_s) * 1e3,
                 "warmup_iterations": self.warmup_iterations, "loops": self.loops,
-                "samples_ms": [s * 1e3 for s in self.samples_s],
-                "normalised_samples": self.ratios}
+                # Raw samples, one per block (its median call): the unit the gate's statistics
+                # compare; percentiles above use every call.
+                "samples_ms": [_sig(statistics.median(b) * 1e3) for b in self.blocks()],
+                "normalised_samples": [_sig(r) for r in self.ratios]}
+
+    def blocks(self) -> list[list[float]]:
+        return [self.samples_s[i:i + self.loops]
+                for i in range(0, len(self.samples_s), self.loops)]
+
+
+def _sig(x: float) -> float:
+    """Six significant digits: plenty for timings, and baselines stay small to review."""
+    return float(f"{x:.6g}")
 
 
 def _timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
