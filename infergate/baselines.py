@@ -88,7 +88,7 @@ class PerfVerdict:
     """Truthy unless regressed (or insufficient under --perf-strict); str() is the message."""
 
     label: str
-    status: str  # pass | regressed | improved | insufficient | no-baseline
+    status: str  # pass | regressed | improved | insufficient | unstable | no-baseline
     message: str
     figures: dict = field(default_factory=dict)
     strict: bool = False

@@ -80,7 +80,8 @@ def test_xdist_workers_merge_into_one_results_file(project):
 def test_performance_gate_end_to_end(project, pytester):
     """No baseline: skip + candidate. Update, rerun: pass. Slowed runner: fail with numbers."""
     select = ("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32",
-              "--perf-min-time", "0.5", "--perf-threshold", "0.3", "--benchmark-disable", "-rs")
+              "--perf-min-time", "0.5", "--perf-threshold", "0.3", "--perf-latency-floor-ms", "0",
+              "--benchmark-disable", "-rs")
     perf_tests = ("test_latency.py", "test_memory.py")
     result, _ = project(*select, tests=perf_tests)
     result.assert_outcomes(skipped=2)

@@ -3,7 +3,6 @@
 import pytest
 
 from fixtures.performance import feed_benchmark
-from infergate.baselines import judge_latency
 
 pytestmark = pytest.mark.matrix(performance=True)
 
@@ -20,10 +19,7 @@ def test_latency(combo, measurement, perf, benchmark, record):
         record(latency={**latency, "verdict": "no-baseline"}, cold_start=measurement["cold_start"],
                settings=measurement["settings"])
         pytest.skip(perf.no_baseline(combo))
-    threshold, _, reason = perf.thresholds(combo)
-    verdict = judge_latency(combo.id, latency, baseline, threshold=threshold,
-                            mode=perf.config.getoption("--perf-gate"),
-                            strict=perf.config.getoption("--perf-strict"), reason=reason)
+    verdict = perf.judge_latency(combo, measurement, baseline)
     record(latency={**latency, "verdict": verdict.status, **verdict.figures,
                     "baseline": {k: baseline["latency"][k] for k in ("p50_ms", "normalised")}},
            cold_start=measurement["cold_start"], settings=measurement["settings"],
