@@ -67,16 +67,6 @@ def test_known_failure_is_strict_xfail(project, monkeypatch):
     assert "XPASS(strict)" in data["results"][0]["reason"]
 
 
-def test_xdist_workers_merge_into_one_results_file(project):
-    pytest.importorskip("xdist")
-    result, data = project("-n", "2", "--models", "mlp,gru", "--backends", "torch",
-                           "--precisions", "fp32,bf16")
-    result.assert_outcomes(passed=4)
-    ids = [r["id"] for r in data["results"]]
-    assert sorted(ids) == sorted({"mlp-torch-fp32", "mlp-torch-bf16", "gru-torch-fp32",
-                                  "gru-torch-bf16"})
-
-
 def test_performance_gate_end_to_end(project, pytester):
     """No baseline: skip + candidate. Update, rerun: pass. Slowed runner: fail with numbers."""
     select = ("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32",
