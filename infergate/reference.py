@@ -57,13 +57,13 @@ class Reference:
                                                  f"{type(exc).__name__}: {exc}")
         return self._at[precision]
 
+    @cached_property
+    def _eager_runner(self):
+        return self._torch.prepare(self.subject, "fp32").activate()
+
     def eager(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """PyTorch eager fp32 on any feed (property tests draw their own shapes)."""
-        runner = self.__dict__.get("_eager_runner")
-        if runner is None:
-            runner = self._torch.prepare(self.subject, "fp32").activate()
-            self.__dict__["_eager_runner"] = runner
-        return runner.run(feed)
+        return self._eager_runner.run(feed)
 
     @cached_property
     def task_fp32(self) -> dict[str, np.ndarray]:

@@ -69,12 +69,6 @@ def _dump(document: dict) -> str:
     return json.dumps(document, indent=1, default=str) + "\n"
 
 
-def write_results(path: Path, results: list[dict], selection: dict) -> dict:
-    document = build_document(results, selection)
-    atomic_write_text(path, _dump(document))
-    return document
-
-
 def write_reports(directory: Path, document: dict) -> dict[str, Path]:
     """results.json, summary.md and report.html, each atomically; the summary also goes to
     GitHub's job summary when ``GITHUB_STEP_SUMMARY`` names one."""
