@@ -11,6 +11,7 @@ import json
 import math
 import re
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,10 +19,12 @@ from pathlib import Path
 from infergate import environment
 from infergate.atomic import atomic_write_text
 
-SCHEMA = "infergate.baseline/1"
-ALPHA = 0.01  # significance level for "the slowdown is real"
-CONFIDENCE = 0.99  # of the bootstrap interval of the median ratio (current / baseline)
-MIN_SAMPLES = 10
+SCHEMA = "infergate.baseline/2"
+# Of the interval of the ratio current / baseline. A smoke run gates a dozen combinations: at
+# 99.9 % a run of unchanged code goes red by chance about once in 150 runs, not once in 15.
+CONFIDENCE = 0.999
+MIN_SPREAD = 0.005  # processes are never trusted to agree better than 0.5 %
+FIGURES = {"absolute": "p50_ms", "normalised": "normalised"}  # gate figure -> process key
 MEMORY_SLACK_MB = 16.0  # allocator and page-granularity jitter on small models
 
 
@@ -53,7 +56,8 @@ class BaselineStore:
             raise BaselineError(f"{self.path}: not readable JSON: {exc}") from None
         if data.get("schema") != SCHEMA or not isinstance(data.get("entries"), dict):
             raise BaselineError(f"{self.path}: not an {SCHEMA} file (schema "
-                                f"{data.get('schema')!r})")
+                                f"{data.get('schema')!r}); re-take it with "
+                                f"`pytest suites/performance --update-baselines`")
         return data
 
     def entry(self, model: str, backend: str, precision: str) -> dict | None:
@@ -69,17 +73,24 @@ class BaselineStore:
         return data
 
 
-def make_entry(measurement: dict, threads: int, dims: dict) -> dict:
-    """A baseline entry from a probe measurement (raw samples kept for the statistics)."""
-    latency = measurement["latency"]
+def make_entry(processes: list[dict], threads: int, dims: dict) -> dict:
+    """A baseline entry from the measurements of several fresh processes.
+
+    The gate's statistics work on process-level figures (one per process): blocks within a
+    process are not independent of each other, processes are.
+    """
+    latencies = [p["latency"] for p in processes]
+    middle = sorted(latencies, key=lambda lat: lat["normalised"])[len(latencies) // 2]
     return {
         "recorded": datetime.now(UTC).isoformat(timespec="seconds"),
         "threads": threads,
         "dims": dims,
         "libraries": environment.describe()["libraries"],
-        "latency": {k: latency[k] for k in ("p50_ms", "normalised", "calibration_p50_ms",
-                                            "samples_ms", "normalised_samples")},
-        "memory": {"peak_rss_mb": measurement["memory"]["peak_rss_mb"]},
+        "latency": {"p50_ms": middle["p50_ms"], "normalised": middle["normalised"],
+                    "calibration": middle.get("calibration", ""),
+                    "processes": [{k: lat[k] for k in FIGURES.values()} for lat in latencies]},
+        "memory": {"peak_rss_mb": statistics.median(
+            p["memory"]["peak_rss_mb"] for p in processes)},
     }
 
 
@@ -88,7 +99,7 @@ class PerfVerdict:
     """Truthy unless regressed (or insufficient under --perf-strict); str() is the message."""
 
     label: str
-    status: str  # pass | regressed | improved | insufficient | unstable | no-baseline
+    status: str  # pass | regressed | improved | insufficient | no-baseline
     message: str
     figures: dict = field(default_factory=dict)
     strict: bool = False
@@ -118,72 +129,141 @@ def _pct(new: float, old: float) -> float:
     return (new / old - 1.0) * 100.0
 
 
-def judge_latency(label: str, current: dict, baseline: dict | None, *, threshold: float = 0.10,
-                  mode: str = "normalised", strict: bool = False,
-                  reason: str = "") -> PerfVerdict:
-    """Regressed only when the slowdown exceeds ``threshold`` AND is significant (one-sided
-    Mann-Whitney U, p < ALPHA) on the gated figure(s), or when the whole bootstrap interval of
-    the median ratio lies past the threshold. Insufficient when that interval is wider than
-    the threshold (too noisy to tell) or samples are too few."""
-    from scipy.stats import mannwhitneyu
+@dataclass(frozen=True)
+class Spread:
+    """Between-process spread of a figure, as the standard deviation of its logarithm, with
+    its degrees of freedom: what one fresh process's figure scatters by on this machine."""
 
-    abs_new, abs_old = current["samples_ms"], baseline["latency"]["samples_ms"]
-    norm_new, norm_old = current["normalised_samples"], baseline["latency"]["normalised_samples"]
-    figures = {"mode": mode, "threshold_pct": threshold * 100}
-    checks = {}
-    for name, new, old, unit in (("absolute", abs_new, abs_old, "ms"),
-                                 ("normalised", norm_new, norm_old, "x calibration")):
-        new_p50, old_p50 = statistics.median(new), statistics.median(old)
-        delta = _pct(new_p50, old_p50)
-        slower = mannwhitneyu(new, old, alternative="greater").pvalue
-        faster = mannwhitneyu(new, old, alternative="less").pvalue
-        checks[name] = {"old": old_p50, "new": new_p50, "delta_pct": delta,
-                        "p_slower": float(slower), "p_faster": float(faster), "unit": unit,
-                        "new_samples": new, "old_samples": old}
-    figures.update({f"{k}_{f}": v for k, c in checks.items() for f, v in c.items()
-                    if f not in ("unit", "new_samples", "old_samples")})
+    sd: float
+    dof: int
+
+
+def pooled_spread(entries: dict, figure: str, floor_ms: float = 0.0) -> Spread:
+    """The machine-wide between-process spread of ``figure`` over every baseline entry measured
+    in two or more processes (entries whose p50 is under ``floor_ms`` are left out: their
+    scatter is not what a gated combination sees)."""
+    squares, dof = 0.0, 0
+    for entry in entries.values():
+        processes = entry.get("latency", {}).get("processes", [])
+        if len(processes) < 2 or entry["latency"]["p50_ms"] < floor_ms:
+            continue
+        logs = [math.log(p[FIGURES[figure]]) for p in processes]
+        mean = statistics.fmean(logs)
+        squares += sum((x - mean) ** 2 for x in logs)
+        dof += len(logs) - 1
+    return Spread(math.sqrt(squares / dof) if dof else 0.0, dof)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Current processes against baseline processes, for one figure, on the log scale."""
+
+    figure: str
+    old: float  # geometric means
+    new: float
+    ci_low: float  # ratio new / old
+    ci_high: float
+    p_slower: float
+    p_faster: float
+    processes: tuple[int, int]  # (current, baseline)
+
+    @property
+    def delta_pct(self) -> float:
+        return _pct(self.new, self.old)
+
+    def as_dict(self) -> dict:
+        return {f"{self.figure}_{k}": v for k, v in (
+            ("old", self.old), ("new", self.new), ("delta_pct", self.delta_pct),
+            ("ci_low", self.ci_low), ("ci_high", self.ci_high), ("p_slower", self.p_slower),
+            ("p_faster", self.p_faster))}
+
+
+def compare(figure: str, current: list[float], baseline: list[float], prior: Spread) -> Comparison:
+    """Pooled-variance t interval of the log ratio. The spread pools this combination's own
+    processes (current and baseline) with the machine-wide prior, weighted by its degrees of
+    freedom, so a combination measured in three processes is not trusted on its own."""
+    from scipy.stats import t
+
+    x, y = [math.log(v) for v in current], [math.log(v) for v in baseline]
+    squares = (sum((v - statistics.fmean(x)) ** 2 for v in x)
+               + sum((v - statistics.fmean(y)) ** 2 for v in y))
+    dof = prior.dof + len(x) + len(y) - 2
+    sd = max(math.sqrt((prior.dof * prior.sd ** 2 + squares) / dof) if dof else 0.0, MIN_SPREAD)
+    dof = max(dof, 1)
+    se = sd * math.sqrt(1 / len(x) + 1 / len(y))
+    d = statistics.fmean(x) - statistics.fmean(y)
+    half = t.ppf(1 - (1 - CONFIDENCE) / 2, dof) * se
+    return Comparison(figure, math.exp(statistics.fmean(y)), math.exp(statistics.fmean(x)),
+                      math.exp(d - half), math.exp(d + half), float(t.sf(d / se, dof)),
+                      float(t.cdf(d / se, dof)), (len(x), len(y)))
+
+
+def judge_latency(label: str, current: list[dict], baseline: dict, *, threshold: float = 0.10,
+                  mode: str = "normalised", strict: bool = False, reason: str = "",
+                  priors: dict[str, Spread] | None = None) -> PerfVerdict:
+    """Judge the figures of ``current`` fresh processes against the baseline's processes.
+
+    Regressed: significantly slower (the whole CONFIDENCE interval of the ratio is above 1)
+    and a slowdown of the threshold's size is not ruled out (the interval reaches it), so an
+    estimate that lands at +9.6 % for a real +10 % change still fails. Insufficient: the
+    interval holds both "no change" and "threshold-sized slowdown". Improved: the mirror of
+    regressed. Otherwise pass.
+    """
+    priors = priors or {}
     gated = ["absolute", "normalised"] if mode == "both" else [mode]
-    note = _version_note(baseline) + (f" ({reason})" if reason else "")
+    old_processes = baseline["latency"]["processes"]
+    checks = {name: compare(name, [c[FIGURES[name]] for c in current],
+                            [p[FIGURES[name]] for p in old_processes],
+                            priors.get(name, Spread(0.0, 0)))
+              for name in FIGURES}
+    limit = 1 + threshold
+    figures = {"mode": mode, "threshold_pct": threshold * 100, "processes": len(current),
+               "baseline_processes": len(old_processes)}
+    for c in checks.values():
+        figures.update(c.as_dict())
     tol = f"threshold {threshold * 100:.0f} %"
 
-    def line(name):
-        c = checks[name]
-        fmt = "{:.3g}" if c["unit"] == "ms" else "{:.4g}"
-        p = min(c["p_slower"], c["p_faster"]) if c["delta_pct"] < 0 else c["p_slower"]
-        return (f"{'p50' if name == 'absolute' else 'normalised p50'} {c['delta_pct']:+.0f} % "
-                f"({fmt.format(c['old'])} → {fmt.format(c['new'])} {c['unit']}, p={p:.2g}, {tol})")
+    def line(c: Comparison) -> str:
+        fmt, unit = ("{:.3g}", "ms") if c.figure == "absolute" else ("{:.4g}", "x calibration")
+        p = c.p_faster if c.delta_pct < 0 else c.p_slower
+        return (f"{'p50' if c.figure == 'absolute' else 'normalised p50'} {c.delta_pct:+.0f} % "
+                f"({fmt.format(c.old)} → {fmt.format(c.new)} {unit}, {CONFIDENCE * 100:g} % CI "
+                f"{_pct(c.ci_low, 1):+.0f}…{_pct(c.ci_high, 1):+.0f} %, p={p:.2g}, {tol})")
 
-    for name in gated:
-        lo, hi = ratio_interval(checks[name]["new_samples"], checks[name]["old_samples"])
-        checks[name].update(ci_low=lo, ci_high=hi)
-        figures.update({f"{name}_ci_low": lo, f"{name}_ci_high": hi})
-    summary = "; ".join(line(n) for n in gated)
-    other = [n for n in ("normalised", "absolute") if n not in gated]
-    context = f" [{line(other[0])}, not gated]" if other else ""
-    limit = 1 + threshold
-    few = min(len(norm_new), len(norm_old), len(abs_new), len(abs_old)) < MIN_SAMPLES
-    # Decisive even when noisy: the whole confidence interval is past the threshold.
-    clearly_slower = all(checks[n]["ci_low"] > limit for n in gated)
-    # Too noisy to tell a threshold-sized change from none: the interval is wider than it.
-    unresolved = [n for n in gated if checks[n]["ci_high"] - checks[n]["ci_low"] > threshold]
-    if few or (unresolved and not clearly_slower):
-        why = ("too few samples" if few else
-               f"the {CONFIDENCE:.0%} interval of the {' and '.join(unresolved)} ratio is wider "
-               f"than the threshold")
-        return PerfVerdict(label, "insufficient", f"{label} insufficient data ({why}): "
-                           f"{summary}{note}", figures, strict)
-    regressed = clearly_slower or all(
-        checks[n]["delta_pct"] > threshold * 100 and checks[n]["p_slower"] < ALPHA for n in gated)
-    improved = all(checks[n]["delta_pct"] < -threshold * 100 and checks[n]["p_faster"] < ALPHA
-                   for n in gated)
-    if regressed:
-        return PerfVerdict(label, "regressed", f"{label} {summary}{context}{note}", figures,
-                           strict)
-    if improved:
+    summary = "; ".join(line(checks[n]) for n in gated)
+    other = [n for n in FIGURES if n not in gated]
+    context = f" [{line(checks[other[0]])}, not gated]" if other else ""
+    counted = (f" ({len(current)} fresh process{'es' * (len(current) > 1)} vs "
+               f"{len(old_processes)} in the baseline)")
+    note = _version_note(baseline) + (f" ({reason})" if reason else "")
+    g = [checks[n] for n in gated]
+    if all(c.ci_low > 1 and c.ci_high > limit for c in g):
+        return PerfVerdict(label, "regressed", f"{label} {summary}{context}{counted}{note}",
+                           figures, strict)
+    if any(c.ci_low <= 1 and c.ci_high >= limit for c in g):
+        return PerfVerdict(label, "insufficient",
+                           f"{label} insufficient data (the interval holds both no change and a "
+                           f"threshold-sized slowdown): {summary}{counted}{note}", figures, strict)
+    if all(c.ci_high < 1 and c.ci_low < 1 / limit for c in g):
         return PerfVerdict(label, "improved",
                            f"{label} improved, consider updating the baseline: {summary}"
-                           f"{context}{note}", figures, strict)
-    return PerfVerdict(label, "pass", f"{label} {summary}{context}{note}", figures, strict)
+                           f"{context}{counted}{note}", figures, strict)
+    return PerfVerdict(label, "pass", f"{label} {summary}{context}{counted}{note}", figures,
+                       strict)
+
+
+def judge_processes(label: str, processes: list[dict], another: Callable[[], dict],
+                    baseline: dict, *, confirm: int = 2, **kw) -> PerfVerdict:
+    """``judge_latency`` on ``processes`` (latency dicts, appended to in place); a regressed or
+    undecided verdict is re-judged after measuring up to ``confirm`` more processes with
+    ``another()``: the unit of replication is the process, and more of them narrow the
+    interval."""
+    verdict = judge_latency(label, processes, baseline, **kw)
+    if verdict.status in ("regressed", "insufficient") and len(processes) < 1 + confirm:
+        while len(processes) < 1 + confirm:
+            processes.append(another())
+        verdict = judge_latency(label, processes, baseline, **kw)
+    return verdict
 
 
 def judge_memory(label: str, peak_mb: float, baseline: dict | None, *, threshold: float = 0.10,
@@ -203,21 +283,6 @@ def judge_memory(label: str, peak_mb: float, baseline: dict | None, *, threshold
                            f"{label} improved, consider updating the baseline: {text}{note}",
                            figures)
     return PerfVerdict(label, "pass", f"{label} {text}{note}", figures)
-
-
-def ratio_interval(new: list[float], old: list[float],
-                   resamples: int = 1000) -> tuple[float, float]:
-    """Bootstrap interval of median(new) / median(old) at CONFIDENCE; seeded, so a verdict
-    is reproducible from its samples."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    a, b = np.asarray(new), np.asarray(old)
-    ratios = (np.median(rng.choice(a, (resamples, a.size)), axis=1)
-              / np.median(rng.choice(b, (resamples, b.size)), axis=1))
-    tail = (1 - CONFIDENCE) / 2 * 100
-    low, high = np.percentile(ratios, [tail, 100 - tail])
-    return float(low), float(high)
 
 
 def diff(candidate: dict, current: dict) -> list[str]:

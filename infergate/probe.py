@@ -8,6 +8,7 @@ samples, cold-start times and peak memory. Progress goes to stderr.
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import json
 import os
@@ -39,16 +40,52 @@ def run_probe(subject, backend, precision: str, *, threads: int, min_time_s: flo
         "threads": threads, "dims": subject.spec.benchmark_dims(),
         "protocol": {"min_time_s": min_time_s}, "slowdown": slowdown,
     }
-    # The probe imports this very infergate, installed or not.
+    # The probe imports this very infergate, installed or not. A fixed hash seed and no
+    # address-space randomisation give every probe the same memory layout: on this machine
+    # type that took the MLP's between-process scatter from tens of percent to about one.
     source = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": os.pathsep.join(
         [source, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    proc = subprocess.run([sys.executable, "-m", "infergate.probe"], input=json.dumps(request),
-                          capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+    # One measurement at a time per cache, even across pytest-xdist workers: two probes
+    # sharing two cores would time each other.
+    subject.store.root.mkdir(parents=True, exist_ok=True)
+    with open(subject.store.root / "probe.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.run([sys.executable, "-m", "infergate.probe"],
+                              input=json.dumps(request), capture_output=True, text=True,
+                              env=env, timeout=TIMEOUT_S, preexec_fn=_fixed_layout)
     if proc.returncode != 0 or not proc.stdout.strip():
         raise ProbeError(f"{subject.spec.name}-{backend.name}-{precision}: measuring process "
                          f"exited {proc.returncode}:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+ADDR_NO_RANDOMIZE = 0x0040000  # linux/personality.h
+
+
+def _fixed_layout() -> None:
+    """In the child before exec: turn off address-space randomisation where Linux lets us
+    (the probe records whether it is off)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        current = libc.personality(0xFFFFFFFF)
+        if current != -1:
+            libc.personality(current | ADDR_NO_RANDOMIZE)
+    except (OSError, AttributeError):
+        pass
+
+
+def address_randomization() -> bool | None:
+    """Whether this process's address space is randomised (None where unknown)."""
+    try:
+        import ctypes
+
+        current = ctypes.CDLL(None).personality(0xFFFFFFFF)
+    except (OSError, AttributeError):
+        return None
+    return None if current == -1 else not current & ADDR_NO_RANDOMIZE
 
 
 def _spin(seconds: float) -> None:
@@ -114,7 +151,9 @@ def probe(request: dict) -> dict:
         "cold_start": {"prepare_s": t1 - t0, "load_s": t2 - t1, "first_inference_s": t3 - t2},
         "memory": {"peak_rss_mb": (peak - rss_before) / MB, "rss_before_mb": rss_before / MB,
                    "peak_reset": peak_reset},
-        "settings": {**runner.settings, **pinned},
+        "settings": {**runner.settings, **pinned,
+                     "address_randomization": address_randomization(),
+                     "python_hash_seed": os.environ.get("PYTHONHASHSEED")},
         "protocol": asdict(Protocol(**request.get("protocol", {}))),
     }
 

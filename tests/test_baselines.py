@@ -7,77 +7,145 @@ import pytest
 
 from infergate import baselines
 from infergate.baselines import BaselineError, BaselineStore, judge_latency, judge_memory
-from infergate.measure import Protocol, Stats, measure_latency
+from infergate.measure import Calibration, Protocol, Stats, measure_latency
 
 
-def samples(scale=1.0, n=60, noise=0.02, seed=0):
-    rng = np.random.default_rng(seed)
-    return list(scale * (1.0 + noise * rng.standard_normal(n)))
-
-
-def measured(scale=1.0, norm_scale=None, **kw):
-    """A probe-like latency dict: absolute ms samples and normalised ratio samples."""
+def processes(scale=1.0, norm_scale=None, n=3, spread=0.01, seed=0):
+    """Probe-like latency figures of ``n`` fresh processes, log-normally scattered."""
     norm_scale = scale if norm_scale is None else norm_scale
-    return {"samples_ms": samples(12.0 * scale, seed=1, **kw),
-            "normalised_samples": samples(3.0 * norm_scale, seed=2, **kw)}
+    rng = np.random.default_rng(seed)
+    return [{"p50_ms": 12.0 * scale * float(np.exp(spread * a)),
+             "normalised": 3.0 * norm_scale * float(np.exp(spread * b))}
+            for a, b in rng.standard_normal((n, 2))]
 
 
-def baseline(libraries=None):
-    base = measured()
-    return {"latency": {**base, "p50_ms": 12.0, "normalised": 3.0},
+def baseline(libraries=None, n=5, spread=0.01):
+    return {"latency": {"p50_ms": 12.0, "normalised": 3.0,
+                        "processes": processes(n=n, spread=spread, seed=99)},
             "memory": {"peak_rss_mb": 100.0},
             "libraries": libraries if libraries is not None
             else baselines.environment.describe()["libraries"]}
 
 
+PRIOR = {"normalised": baselines.Spread(0.01, 40), "absolute": baselines.Spread(0.01, 40)}
+
+
+def judge(current, base=None, **kw):
+    return judge_latency("x", current, base or baseline(), priors=kw.pop("priors", PRIOR), **kw)
+
+
 def test_unchanged_passes():
-    verdict = judge_latency("m-b-p", measured(), baseline())
+    verdict = judge(processes(n=1))
     assert verdict and verdict.status == "pass"
 
 
 def test_real_slowdown_regresses_with_the_numbers():
-    verdict = judge_latency("resnet50-ort_cpu-fp32", measured(1.23), baseline(), mode="absolute")
+    verdict = judge_latency("resnet50-ort_cpu-fp32", processes(1.23), baseline(),
+                            mode="absolute", priors=PRIOR)
     assert not verdict and verdict.status == "regressed"
     message = str(verdict)
-    assert message.startswith("resnet50-ort_cpu-fp32 p50 +23 % (12 → 14.")
-    assert "threshold 10 %" in message and "p=" in message
+    assert message.startswith("resnet50-ort_cpu-fp32 p50 +2")
+    assert " ms, 99.9 % CI +" in message and "p=" in message and "threshold 10 %" in message
+    assert "(3 fresh processes vs 5 in the baseline)" in message
 
 
-def test_small_but_significant_slowdown_is_below_threshold():
-    verdict = judge_latency("x", measured(1.05), baseline())
-    assert verdict.status == "pass" and verdict.figures["normalised_p_slower"] < 0.01
+def test_a_threshold_sized_slowdown_fails_even_when_its_estimate_lands_just_below():
+    # +9.5 % measured: significant, and the interval reaches +10 %: not let through.
+    verdict = judge(processes(1.095, spread=0.005), baseline(spread=0.005))
+    assert verdict.status == "regressed"
+    assert verdict.figures["normalised_ci_low"] > 1 and verdict.figures["normalised_ci_high"] > 1.1
+
+
+def test_small_but_significant_slowdown_within_threshold_passes():
+    verdict = judge(processes(1.04, spread=0.003), baseline(spread=0.003),
+                    priors={k: baselines.Spread(0.003, 40) for k in PRIOR})
+    assert verdict.status == "pass" and verdict.figures["normalised_p_slower"] < 0.001
 
 
 def test_machine_drift_does_not_regress_the_normalised_gate():
     # Absolute time +30 % (a slower shared runner), normalised unchanged.
-    drift = measured(1.30, norm_scale=1.0)
-    assert judge_latency("x", drift, baseline(), mode="normalised").status == "pass"
-    assert judge_latency("x", drift, baseline(), mode="absolute").status == "regressed"
-    assert judge_latency("x", drift, baseline(), mode="both").status == "pass"
+    drift = processes(1.30, norm_scale=1.0)
+    assert judge(drift, mode="normalised").status == "pass"
+    assert judge(drift, mode="absolute").status == "regressed"
+    assert judge(drift, mode="both").status == "pass"
 
 
 def test_improvement_is_a_visible_note_not_a_failure():
-    verdict = judge_latency("x", measured(0.7), baseline())
+    verdict = judge(processes(0.7))
     assert verdict and verdict.status == "improved"
     assert "consider updating the baseline" in str(verdict)
 
 
-def test_noisy_samples_are_insufficient_and_strict_fails_them():
-    noisy = measured(1.3, noise=0.6)
-    verdict = judge_latency("x", noisy, baseline())
+def test_scattered_processes_are_insufficient_and_strict_fails_them():
+    noisy = processes(1.08, n=1)
+    wide = {k: baselines.Spread(0.06, 40) for k in PRIOR}  # processes scatter by 6 %
+    verdict = judge(noisy, priors=wide)
     assert verdict.status == "insufficient" and verdict
-    assert not judge_latency("x", noisy, baseline(), strict=True)
+    assert "holds both no change and a threshold-sized slowdown" in str(verdict)
+    assert not judge(noisy, priors=wide, strict=True)
+
+
+def test_more_processes_narrow_the_interval():
+    wide = {k: baselines.Spread(0.03, 40) for k in PRIOR}
+    one, three = judge(processes(1.0, n=1), priors=wide), judge(processes(1.0), priors=wide)
+    width = [v.figures["normalised_ci_high"] - v.figures["normalised_ci_low"] for v in (one, three)]
+    assert width[1] < 0.75 * width[0]
+
+
+def test_confirmation_measures_more_processes_only_when_undecided_or_regressed():
+    wide = {k: baselines.Spread(0.03, 40) for k in PRIOR}
+    extra = []
+
+    def another():
+        extra.append(processes(1.0, n=1, seed=len(extra) + 10)[0])
+        return extra[-1]
+
+    calm = baselines.judge_processes("x", processes(0.97, n=1), another, baseline(), priors=PRIOR)
+    assert calm.status == "pass" and not extra
+    undecided = processes(1.06, n=1)
+    verdict = baselines.judge_processes("x", undecided, another, baseline(), priors=wide)
+    assert len(extra) == 2 and len(undecided) == 3 and verdict.figures["processes"] == 3
+    assert "(3 fresh processes vs 5 in the baseline)" in str(verdict)
+
+
+def test_a_combination_s_own_scatter_widens_the_interval_beyond_the_prior():
+    calm = judge(processes(1.0, spread=0.002), baseline(spread=0.002))
+    rough = judge(processes(1.0, spread=0.08), baseline(spread=0.08))
+    assert (rough.figures["normalised_ci_high"] - rough.figures["normalised_ci_low"]
+            > 2 * (calm.figures["normalised_ci_high"] - calm.figures["normalised_ci_low"]))
+
+
+def test_pooled_spread_uses_entries_with_several_processes_above_the_floor():
+    rng = np.random.default_rng(0)
+    entries = {f"m{i}/b/fp32": {"latency": {"p50_ms": 5.0, "processes": [
+        {"p50_ms": 5.0, "normalised": float(np.exp(0.02 * z))} for z in rng.standard_normal(5)]}}
+        for i in range(30)}
+    entries["tiny/b/fp32"] = {"latency": {"p50_ms": 0.02, "processes": [
+        {"p50_ms": 0.02, "normalised": v} for v in (1.0, 2.0)]}}
+    entries["single/b/fp32"] = {"latency": {"p50_ms": 5.0, "processes": [
+        {"p50_ms": 5.0, "normalised": 1.0}]}}
+    spread = baselines.pooled_spread(entries, "normalised", floor_ms=1.0)
+    assert spread.dof == 30 * 4 and spread.sd == pytest.approx(0.02, rel=0.15)
+    assert baselines.pooled_spread(entries, "normalised").sd > 0.04  # the tiny one dominates
 
 
 def test_verdict_names_changed_library_versions():
     old = baseline(libraries={"onnxruntime": "1.31.1"})
-    verdict = judge_latency("x", measured(), old)
+    verdict = judge(processes(), old)
     assert "baseline taken with onnxruntime 1.31.1, now" in str(verdict)
 
 
 def test_override_reason_shows():
-    verdict = judge_latency("x", measured(1.15), baseline(), threshold=0.2, reason="jittery EP")
+    verdict = judge(processes(1.0), threshold=0.2, reason="jittery EP")
     assert verdict.status == "pass" and "(jittery EP)" in str(verdict)
+
+
+def test_entry_keeps_every_process_and_the_middle_one_s_figures():
+    runs = [{"latency": {"p50_ms": p, "normalised": p / 4, "calibration": "c"},
+             "memory": {"peak_rss_mb": m}} for p, m in ((12.0, 50.0), (10.0, 52.0), (11.0, 51.0))]
+    entry = baselines.make_entry(runs, threads=1, dims={"batch": 1})
+    assert entry["latency"]["p50_ms"] == 11.0 and entry["memory"]["peak_rss_mb"] == 51.0
+    assert [p["p50_ms"] for p in entry["latency"]["processes"]] == [12.0, 10.0, 11.0]
 
 
 def test_memory_gate_has_threshold_and_slack():
@@ -104,7 +172,7 @@ def test_malformed_baseline_names_its_file(tmp_path):
     with pytest.raises(BaselineError, match="bad.json"):
         BaselineStore(path).load()
     path.write_text(json.dumps({"schema": "other"}))
-    with pytest.raises(BaselineError, match="not an infergate.baseline/1 file"):
+    with pytest.raises(BaselineError, match="not an infergate.baseline/2 file.*--update-baselines"):
         BaselineStore(path).load()
 
 
@@ -142,6 +210,7 @@ def test_measure_latency_interleaves_and_loops_fast_calls():
 
     def calibrate():
         calls["cal"] += 1
+        return 1e-3
 
     protocol = Protocol(min_iterations=20, min_time_s=0.0, warmup_max_s=0.05,
                         min_block_s=0.0005)
@@ -152,6 +221,14 @@ def test_measure_latency_interleaves_and_loops_fast_calls():
     assert len(result.samples_s) == result.loops * len(result.ratios)
     assert calls["model"] >= len(result.samples_s) and calls["cal"] >= len(result.ratios)
     assert result.as_dict()["loops"] == result.loops
+
+
+def test_calibration_returns_the_geometric_mean_of_its_parts():
+    calibration = Calibration()
+    seconds = calibration()
+    parts = calibration.medians_ms()
+    assert set(parts) == {"gemm", "elementwise", "stream"}
+    assert seconds * 1e3 == pytest.approx(np.exp(np.mean(np.log(list(parts.values())))))
 
 
 def test_diff_command_compares_candidate_with_the_machine_baseline(tmp_path, capsys):
@@ -168,3 +245,17 @@ def test_diff_command_compares_candidate_with_the_machine_baseline(tmp_path, cap
     assert "~ a/b/fp32: p50 10 → 10 ms (+0 %)" in capsys.readouterr().out
     assert main(["baselines", "diff", str(tmp_path / "missing.json")]) == 2
     assert "missing.json: no such file" in capsys.readouterr().err
+
+
+def test_probe_processes_start_with_a_fixed_memory_layout():
+    import subprocess
+    import sys
+
+    from infergate.probe import _fixed_layout, address_randomization
+
+    if address_randomization() is None:
+        pytest.skip("personality(2) is not available here")
+    code = "from infergate.probe import address_randomization as a; print(a())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         preexec_fn=_fixed_layout, check=True).stdout.strip()
+    assert out == "False"

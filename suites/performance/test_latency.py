@@ -19,9 +19,11 @@ def test_latency(combo, measurement, perf, benchmark, record):
         record(latency={**latency, "verdict": "no-baseline"}, cold_start=measurement["cold_start"],
                settings=measurement["settings"])
         pytest.skip(perf.no_baseline(combo))
-    verdict = perf.judge_latency(combo, measurement, baseline)
+    verdict = perf.judge_latency(combo, baseline)
     record(latency={**latency, "verdict": verdict.status, **verdict.figures,
-                    "baseline": {k: baseline["latency"][k] for k in ("p50_ms", "normalised")}},
+                    "baseline": {k: baseline["latency"][k] for k in ("p50_ms", "normalised")},
+                    "processes": [{k: p["latency"][k] for k in ("p50_ms", "normalised")}
+                                  for p in perf.processes(combo)]},
            cold_start=measurement["cold_start"], settings=measurement["settings"],
            perf_message=verdict.message)
     print(verdict.message)
