@@ -145,12 +145,13 @@ def probe(request: dict) -> dict:
     latency = measure_latency(infer, runner.synchronize, dims["batch"],
                               Protocol(**request.get("protocol", {})))
     peak = peak_rss_bytes()
+    allocator = runner.memory_stats()
     runner.deactivate()
     return {
         "latency": latency.as_dict(),
         "cold_start": {"prepare_s": t1 - t0, "load_s": t2 - t1, "first_inference_s": t3 - t2},
         "memory": {"peak_rss_mb": (peak - rss_before) / MB, "rss_before_mb": rss_before / MB,
-                   "peak_reset": peak_reset},
+                   "peak_reset": peak_reset, "allocator": allocator},
         "settings": {**runner.settings, **pinned,
                      "address_randomization": address_randomization(),
                      "python_hash_seed": os.environ.get("PYTHONHASHSEED")},

@@ -1,16 +1,19 @@
 """The GPU backends without a GPU: their precision -> configuration tables, optimisation
 profiles, engine-cache keys, generated ids and skip reasons, and lazy imports."""
 
+import os
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from infergate.backends import all_backends
+from infergate.backends import Runner, all_backends
 from infergate.backends.cuda import DeviceFeedCache
+from infergate.backends.gpu_memory import MB, nvml_process_mb, torch_cuda_mb, trt_engine_mb
 from infergate.backends.ort_gpu import (
     IOBINDING_ENV,
     cuda_provider_options,
@@ -194,3 +197,73 @@ def test_importing_and_collecting_imports_no_gpu_framework():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_runner_reports_no_allocator_figures_by_default():
+    assert Runner("tiny-cpu-fp32", ("y",)).memory_stats() == {}
+
+
+def test_torch_cuda_figures_in_mb(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * MB)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 8 * MB + MB // 2)
+    assert torch_cuda_mb() == {"cuda_max_allocated_mb": 3.0, "cuda_max_reserved_mb": 8.5}
+
+
+def test_torch_cuda_figures_are_empty_when_torch_cannot_read_them(monkeypatch):
+    def no_cuda(device=None):
+        raise RuntimeError("no CUDA")
+
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", no_cuda)
+    assert torch_cuda_mb() == {}
+
+
+def fake_nvml(*devices, fail=None):
+    """A pynvml stand-in: ``devices`` are lists of (pid, bytes); ``fail`` names a call
+    that raises."""
+    calls = []
+
+    def call(name, result=None):
+        def f(*args):
+            calls.append(name)
+            if name == fail:
+                raise RuntimeError(f"{name} failed")
+            return result(*args) if callable(result) else result
+        return f
+
+    module = SimpleNamespace(
+        nvmlInit=call("nvmlInit"), nvmlShutdown=call("nvmlShutdown"),
+        nvmlDeviceGetCount=call("nvmlDeviceGetCount", len(devices)),
+        nvmlDeviceGetHandleByIndex=call("nvmlDeviceGetHandleByIndex", lambda i: i),
+        nvmlDeviceGetComputeRunningProcesses=call(
+            "nvmlDeviceGetComputeRunningProcesses",
+            lambda i: [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in devices[i]]))
+    return module, calls
+
+
+def test_nvml_reports_this_process_only(monkeypatch):
+    me = os.getpid()
+    nvml, calls = fake_nvml([(me + 1, 900 * MB), (me, 64 * MB)], [(me, None)], [(me, 16 * MB)])
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    assert nvml_process_mb() == {"nvml_process_used_mb": 80.0}
+    assert calls[-1] == "nvmlShutdown"
+
+
+def test_nvml_figures_are_empty_when_unavailable(monkeypatch):
+    me = os.getpid()
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed: import raises
+    assert nvml_process_mb() == {}
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml([(me + 1, MB)])[0])
+    assert nvml_process_mb() == {}  # this pid not listed (another pid namespace)
+    for fail in ("nvmlInit", "nvmlDeviceGetComputeRunningProcesses"):
+        nvml, calls = fake_nvml([(me, MB)], fail=fail)
+        monkeypatch.setitem(sys.modules, "pynvml", nvml)
+        assert nvml_process_mb() == {}, fail
+        assert ("nvmlShutdown" in calls) == (fail != "nvmlInit"), fail
+
+
+def test_tensorrt_device_memory_prefers_the_v2_figure():
+    both = SimpleNamespace(device_memory_size_v2=48 * MB, device_memory_size=64 * MB)
+    assert trt_engine_mb(both) == {"trt_device_memory_mb": 48.0}
+    assert trt_engine_mb(SimpleNamespace(device_memory_size=64 * MB)) == {
+        "trt_device_memory_mb": 64.0}
+    assert trt_engine_mb(None) == {}  # runner not active: no engine

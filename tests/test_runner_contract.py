@@ -38,6 +38,10 @@ def test_runner_contract(backend, precision, subject):
         # A second batch size through the same runner: dynamic batch is part of the contract.
         assert runner.run(subject.inputs(seed=2, batch=5))["logits"].shape == (5, 3)
         assert isinstance(runner.settings, dict)
+        stats = runner.memory_stats()
+        assert all(isinstance(v, float) for v in stats.values()), stats
+        if backend.device == "cpu":
+            assert stats == {}
     assert not runner.is_active
     with pytest.raises(RunnerError):
         runner.run(feed)

@@ -52,6 +52,13 @@ class Runner:
     def synchronize(self) -> None:
         """Wait for queued device work; CPU runners are synchronous."""
 
+    def memory_stats(self) -> dict[str, float]:
+        """Allocator/device memory figures this backend exposes (MB), read after the
+        measurement; {} when it exposes none."""
+        # The CPU runners (torch, ort_cpu, openvino) keep {}: none exposes its allocator's
+        # figures cheaply, and the probe's peak RSS already counts their memory.
+        return {}
+
     def deactivate(self) -> None:
         if self.is_active:
             self.is_active = False

@@ -21,6 +21,7 @@ import numpy as np
 from infergate.artifacts import digest, versions
 from infergate.backends.base import Runner
 from infergate.backends.cuda import CudaBackend, DeviceFeedCache, device_facts, gpu_name
+from infergate.backends.gpu_memory import nvml_process_mb
 from infergate.backends.ort_cpu import OrtRunner
 from infergate.backends.tensorrt_runner import profile_shapes
 from infergate.onnx_transforms import fp16_onnx, static_int8_onnx
@@ -113,6 +114,9 @@ class OrtGpuRunner(OrtRunner):
             binding.bind_output(name, "cuda", 0)
         self.session.run_with_iobinding(binding)
         return dict(zip(self.output_names, binding.copy_outputs_to_cpu(), strict=True))
+
+    def memory_stats(self) -> dict[str, float]:
+        return nvml_process_mb()
 
     def deactivate_impl(self):
         self._inputs.clear()

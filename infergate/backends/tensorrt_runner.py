@@ -19,6 +19,7 @@ import numpy as np
 from infergate.artifacts import digest, versions
 from infergate.backends.base import Runner
 from infergate.backends.cuda import CudaBackend, device_facts, gpu_name
+from infergate.backends.gpu_memory import nvml_process_mb, trt_engine_mb
 
 # precision -> CreateConfig flags. fp8 is ready for when infergate has an fp8 precision id
 # (TensorRT's fp8 needs an explicitly quantized, Q/DQ graph rather than a calibrator).
@@ -134,6 +135,10 @@ class TensorRtRunner(Runner):
         outputs = self._runner.infer(dict(feed))
         # TrtRunner reuses its host buffers on the next infer(): keep our own copies.
         return {name: np.array(outputs[name], copy=True) for name in self.output_names}
+
+    def memory_stats(self) -> dict[str, float]:
+        # TrtRunner holds the deserialized engine as .engine while active.
+        return {**trt_engine_mb(getattr(self._runner, "engine", None)), **nvml_process_mb()}
 
     def deactivate_impl(self):
         if self._runner is not None:

@@ -13,6 +13,7 @@ from infergate.backends.cuda import (
     set_tf32,
     tf32_state,
 )
+from infergate.backends.gpu_memory import nvml_process_mb, torch_cuda_mb
 from infergate.backends.torch_eager import DTYPES, TorchRunner, convert_module, to_torch
 
 
@@ -35,6 +36,8 @@ class TorchCudaRunner(TorchRunner):
         self.settings.update(device_facts())
         self.settings.update({f"tf32.{k}": v for k, v in tf32_state().items()})
         self.settings["inputs"] = "copied to the device once per feed (not timed)"
+        # Peaks from here on: this runner's warm-up (torch_compile's compile too) and runs.
+        torch.cuda.reset_peak_memory_stats()
 
     def run_impl(self, feed):
         with torch.inference_mode():
@@ -44,6 +47,9 @@ class TorchCudaRunner(TorchRunner):
 
     def synchronize(self) -> None:
         torch.cuda.synchronize()
+
+    def memory_stats(self) -> dict[str, float]:
+        return {**torch_cuda_mb(), **nvml_process_mb()}
 
     def deactivate_impl(self):
         super().deactivate_impl()
