@@ -24,6 +24,10 @@ SCHEMA = "infergate.baseline/2"
 # 99.9 % a run of unchanged code goes red by chance about once in 150 runs, not once in 15.
 CONFIDENCE = 0.999
 MIN_SPREAD = 0.005  # processes are never trusted to agree better than 0.5 %
+# Weight (degrees of freedom) of the machine-wide scatter against a combination's own: a weak
+# prior, because combinations differ - on this machine type one scatters 1 % between
+# processes, another 8 % - and a strong one would blur both into the average.
+PRIOR_DOF = 4
 FIGURES = {"absolute": "p50_ms", "normalised": "normalised"}  # gate figure -> process key
 MEMORY_SLACK_MB = 16.0  # allocator and page-granularity jitter on small models
 
@@ -180,15 +184,17 @@ class Comparison:
 
 def compare(figure: str, current: list[float], baseline: list[float], prior: Spread) -> Comparison:
     """Pooled-variance t interval of the log ratio. The spread pools this combination's own
-    processes (current and baseline) with the machine-wide prior, weighted by its degrees of
-    freedom, so a combination measured in three processes is not trusted on its own."""
+    processes (current and baseline) with the machine-wide prior (at most PRIOR_DOF degrees
+    of freedom), so a combination whose few processes happened to agree is not trusted on
+    that alone."""
     from scipy.stats import t
 
     x, y = [math.log(v) for v in current], [math.log(v) for v in baseline]
     squares = (sum((v - statistics.fmean(x)) ** 2 for v in x)
                + sum((v - statistics.fmean(y)) ** 2 for v in y))
-    dof = prior.dof + len(x) + len(y) - 2
-    sd = max(math.sqrt((prior.dof * prior.sd ** 2 + squares) / dof) if dof else 0.0, MIN_SPREAD)
+    weight = min(prior.dof, PRIOR_DOF)
+    dof = weight + len(x) + len(y) - 2
+    sd = max(math.sqrt((weight * prior.sd ** 2 + squares) / dof) if dof else 0.0, MIN_SPREAD)
     dof = max(dof, 1)
     se = sd * math.sqrt(1 / len(x) + 1 / len(y))
     d = statistics.fmean(x) - statistics.fmean(y)
@@ -253,15 +259,15 @@ def judge_latency(label: str, current: list[dict], baseline: dict, *, threshold:
 
 
 def judge_processes(label: str, processes: list[dict], another: Callable[[], dict],
-                    baseline: dict, *, confirm: int = 2, **kw) -> PerfVerdict:
-    """``judge_latency`` on ``processes`` (latency dicts, appended to in place); a regressed or
-    undecided verdict is re-judged after measuring up to ``confirm`` more processes with
-    ``another()``: the unit of replication is the process, and more of them narrow the
-    interval."""
+                    baseline: dict, *, confirm: int = 4, **kw) -> PerfVerdict:
+    """``judge_latency`` on ``processes`` (latency dicts, appended to in place). While the
+    verdict is undecided or regressed, measure another process with ``another()`` (at most
+    ``confirm`` more) and judge them all again: the unit of replication is the process, and
+    more of them narrow the interval. It stops early only on pass or improved; a regression
+    is always judged on every process, so looking several times does not add false alarms."""
     verdict = judge_latency(label, processes, baseline, **kw)
-    if verdict.status in ("regressed", "insufficient") and len(processes) < 1 + confirm:
-        while len(processes) < 1 + confirm:
-            processes.append(another())
+    while verdict.status in ("regressed", "insufficient") and len(processes) < 1 + confirm:
+        processes.append(another())
         verdict = judge_latency(label, processes, baseline, **kw)
     return verdict
 

@@ -5,7 +5,7 @@
 For each combination: a baseline of ``--baseline-processes`` fresh processes taken in rounds
 (as ``--update-baselines`` does), then ``--repeats`` rounds, each with one unchanged (A/A)
 verdict and one per injected slowdown, interleaved so machine drift hits both alike. Each
-verdict follows the suite's flow: one process, and up to two more when it is regressed or
+verdict follows the suite's flow: one process, and up to four more while it is regressed or
 undecided. Every verdict is also compared with a fixed "median +10 %" comparison of the
 first process's absolute time, the pytest-benchmark ``--benchmark-compare-fail`` way.
 Finally the harness overhead: its p50 against a bare perf_counter loop around the same
@@ -38,8 +38,8 @@ def fixed_median_gate(current: dict, baseline: dict, threshold: float) -> bool:
 
 
 def verdicts(first: dict, another, baseline: dict, priors: dict, args) -> dict:
-    """The suite's verdict (normalised and absolute gate) from one process plus up to two
-    more, and the fixed-threshold comparison, for one measurement."""
+    """The suite's verdict (normalised and absolute gate) from one process plus its
+    confirmations, and the fixed-threshold comparison, for one measurement."""
     out = {"fixed_median": "regressed" if fixed_median_gate(first, baseline, args.threshold)
            else "pass"}
     measured = [first]
@@ -54,8 +54,8 @@ def verdicts(first: dict, another, baseline: dict, priors: dict, args) -> dict:
     for mode in ("normalised", "absolute"):
         processes = [first]
         verdict = judge_processes("x", processes, lambda p=processes: next_process(p),
-                                  baseline, confirm=2, mode=mode, threshold=args.threshold,
-                                  priors=priors)
+                                  baseline, confirm=args.confirm, mode=mode,
+                                  threshold=args.threshold, priors=priors)
         out[mode] = verdict.status
         out[f"{mode}_delta_pct"] = verdict.figures[f"{mode}_delta_pct"]
         out[f"{mode}_ci"] = [verdict.figures[f"{mode}_ci_low"],
@@ -155,6 +155,8 @@ def main(argv=None) -> int:
                         default="minilm_short-ort_cpu-fp32,minilm_short-openvino-int8")
     parser.add_argument("--overhead-combo", default="mlp-ort_cpu-fp32")
     parser.add_argument("--baseline-processes", type=int, default=5)
+    parser.add_argument("--confirm", type=int, default=4,
+                        help="as the suite's --perf-confirm (default 4)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--slowdowns", type=lambda s: [float(x) for x in s.split(",")],
                         default=[0.10, 0.20])

@@ -103,9 +103,22 @@ def test_confirmation_measures_more_processes_only_when_undecided_or_regressed()
     calm = baselines.judge_processes("x", processes(0.97, n=1), another, baseline(), priors=PRIOR)
     assert calm.status == "pass" and not extra
     undecided = processes(1.06, n=1)
-    verdict = baselines.judge_processes("x", undecided, another, baseline(), priors=wide)
+    verdict = baselines.judge_processes("x", undecided, another, baseline(), priors=wide,
+                                        confirm=2)
     assert len(extra) == 2 and len(undecided) == 3 and verdict.figures["processes"] == 3
     assert "(3 fresh processes vs 5 in the baseline)" in str(verdict)
+
+
+def test_a_regression_is_judged_on_every_confirmation_process():
+    extra = []
+
+    def another():
+        extra.append(processes(1.5, n=1, seed=len(extra) + 10)[0])
+        return extra[-1]
+
+    verdict = baselines.judge_processes("x", processes(1.5, n=1), another, baseline(),
+                                        priors=PRIOR, confirm=4)
+    assert verdict.status == "regressed" and verdict.figures["processes"] == 5 and len(extra) == 4
 
 
 def test_a_combination_s_own_scatter_widens_the_interval_beyond_the_prior():

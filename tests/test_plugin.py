@@ -71,7 +71,7 @@ def test_performance_gate_end_to_end(project, pytester):
     """No baseline: skip + candidate. Update, rerun: pass. Slowed runner: fail with numbers."""
     select = ("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32",
               "--perf-min-time", "0.5", "--perf-threshold", "0.3", "--perf-latency-floor-ms", "0",
-              "--baseline-processes", "3", "--benchmark-disable", "-rs")
+              "--baseline-processes", "3", "--perf-confirm", "2", "--benchmark-disable", "-rs")
     perf_tests = ("test_latency.py", "test_memory.py")
     result, _ = project(*select, tests=perf_tests)
     result.assert_outcomes(skipped=2)
@@ -79,6 +79,8 @@ def test_performance_gate_end_to_end(project, pytester):
     assert list((pytester.path / "out").glob("baseline-candidate-*.json"))
 
     result, _ = project(*select, "--update-baselines", tests=perf_tests)
+    # Progress reaches the terminal past pytest's capture.
+    result.stdout.fnmatch_lines(["[[]infergate[]] baseline round 3/3: mlp-ort_cpu-fp32"])
     stored = list((pytester.path / "baselines").glob("*.json"))
     assert len(stored) == 1
     entry = json.loads(stored[0].read_text())["entries"]["mlp/ort_cpu/fp32"]
