@@ -170,10 +170,17 @@ class Comparison:
     p_slower: float
     p_faster: float
     processes: tuple[int, int]  # (current, baseline)
+    floor_half: float  # half-width (log scale) the interval keeps with endless current processes
 
     @property
     def delta_pct(self) -> float:
         return _pct(self.new, self.old)
+
+    def resolvable(self, limit: float) -> bool:
+        """Could more current processes ever tell "no change" from ``limit``? Not when the
+        baseline's own uncertainty and the between-run spread already keep both inside."""
+        d = math.log(self.new / self.old)
+        return d - self.floor_half > 0 or d + self.floor_half < math.log(limit)
 
     def as_dict(self) -> dict:
         return {f"{self.figure}_{k}": v for k, v in (
@@ -182,11 +189,13 @@ class Comparison:
             ("p_faster", self.p_faster))}
 
 
-def compare(figure: str, current: list[float], baseline: list[float], prior: Spread) -> Comparison:
+def compare(figure: str, current: list[float], baseline: list[float], prior: Spread,
+            run_spread: float = 0.0) -> Comparison:
     """Pooled-variance t interval of the log ratio. The spread pools this combination's own
     processes (current and baseline) with the machine-wide prior (at most PRIOR_DOF degrees
     of freedom), so a combination whose few processes happened to agree is not trusted on
-    that alone."""
+    that alone. ``run_spread`` adds the scatter between whole runs (another runner of the
+    same type, another day), which no number of processes in one run averages away."""
     from scipy.stats import t
 
     x, y = [math.log(v) for v in current], [math.log(v) for v in baseline]
@@ -196,17 +205,21 @@ def compare(figure: str, current: list[float], baseline: list[float], prior: Spr
     dof = weight + len(x) + len(y) - 2
     sd = max(math.sqrt((weight * prior.sd ** 2 + squares) / dof) if dof else 0.0, MIN_SPREAD)
     dof = max(dof, 1)
-    se = sd * math.sqrt(1 / len(x) + 1 / len(y))
+    se = math.sqrt(sd ** 2 * (1 / len(x) + 1 / len(y)) + run_spread ** 2)
     d = statistics.fmean(x) - statistics.fmean(y)
-    half = t.ppf(1 - (1 - CONFIDENCE) / 2, dof) * se
+    quantile = t.ppf(1 - (1 - CONFIDENCE) / 2, dof)
+    half = quantile * se
     return Comparison(figure, math.exp(statistics.fmean(y)), math.exp(statistics.fmean(x)),
                       math.exp(d - half), math.exp(d + half), float(t.sf(d / se, dof)),
-                      float(t.cdf(d / se, dof)), (len(x), len(y)))
+                      float(t.cdf(d / se, dof)), (len(x), len(y)),
+                      quantile * math.sqrt(sd ** 2 / len(y) + run_spread ** 2))
+
 
 
 def judge_latency(label: str, current: list[dict], baseline: dict, *, threshold: float = 0.10,
                   mode: str = "normalised", strict: bool = False, reason: str = "",
-                  priors: dict[str, Spread] | None = None) -> PerfVerdict:
+                  priors: dict[str, Spread] | None = None,
+                  run_spread: float = 0.0) -> PerfVerdict:
     """Judge the figures of ``current`` fresh processes against the baseline's processes.
 
     Regressed: significantly slower (the whole CONFIDENCE interval of the ratio is above 1)
@@ -218,12 +231,19 @@ def judge_latency(label: str, current: list[dict], baseline: dict, *, threshold:
     priors = priors or {}
     gated = ["absolute", "normalised"] if mode == "both" else [mode]
     old_processes = baseline["latency"]["processes"]
+    yardstick = {baseline["latency"].get("calibration")} | {c.get("calibration") for c in current}
+    if "normalised" in gated and len(yardstick) > 1:
+        return PerfVerdict(label, "insufficient",
+                           f"{label} insufficient: the baseline's normalised figures were taken "
+                           f"with another calibration workload ({' vs '.join(map(str, yardstick))}"
+                           f"); re-take the baseline with --update-baselines", {}, strict)
     checks = {name: compare(name, [c[FIGURES[name]] for c in current],
                             [p[FIGURES[name]] for p in old_processes],
-                            priors.get(name, Spread(0.0, 0)))
+                            priors.get(name, Spread(0.0, 0)), run_spread)
               for name in FIGURES}
     limit = 1 + threshold
-    figures = {"mode": mode, "threshold_pct": threshold * 100, "processes": len(current),
+    figures = {"mode": mode, "threshold_pct": threshold * 100, "run_spread_pct": run_spread * 100,
+               "processes": len(current),
                "baseline_processes": len(old_processes)}
     for c in checks.values():
         figures.update(c.as_dict())
@@ -247,6 +267,7 @@ def judge_latency(label: str, current: list[dict], baseline: dict, *, threshold:
         return PerfVerdict(label, "regressed", f"{label} {summary}{context}{counted}{note}",
                            figures, strict)
     if any(c.ci_low <= 1 and c.ci_high >= limit for c in g):
+        figures["resolvable"] = all(c.resolvable(limit) for c in g)
         return PerfVerdict(label, "insufficient",
                            f"{label} insufficient data (the interval holds both no change and a "
                            f"threshold-sized slowdown): {summary}{counted}{note}", figures, strict)
@@ -263,10 +284,13 @@ def judge_processes(label: str, processes: list[dict], another: Callable[[], dic
     """``judge_latency`` on ``processes`` (latency dicts, appended to in place). While the
     verdict is undecided or regressed, measure another process with ``another()`` (at most
     ``confirm`` more) and judge them all again: the unit of replication is the process, and
-    more of them narrow the interval. It stops early only on pass or improved; a regression
-    is always judged on every process, so looking several times does not add false alarms."""
+    more of them narrow the interval. It stops early on pass or improved, or when no number of
+    processes could decide; a regression is always judged on every process, so looking
+    several times does not add false alarms."""
     verdict = judge_latency(label, processes, baseline, **kw)
-    while verdict.status in ("regressed", "insufficient") and len(processes) < 1 + confirm:
+    while (verdict.status == "regressed" or (verdict.status == "insufficient"
+                                             and verdict.figures.get("resolvable", True))) \
+            and len(processes) < 1 + confirm:
         processes.append(another())
         verdict = judge_latency(label, processes, baseline, **kw)
     return verdict

@@ -55,7 +55,8 @@ def verdicts(first: dict, another, baseline: dict, priors: dict, args) -> dict:
         processes = [first]
         verdict = judge_processes("x", processes, lambda p=processes: next_process(p),
                                   baseline, confirm=args.confirm, mode=mode,
-                                  threshold=args.threshold, priors=priors)
+                                  threshold=args.threshold, priors=priors,
+                                  run_spread=args.run_spread)
         out[mode] = verdict.status
         out[f"{mode}_delta_pct"] = verdict.figures[f"{mode}_delta_pct"]
         out[f"{mode}_ci"] = [verdict.figures[f"{mode}_ci_low"],
@@ -161,6 +162,8 @@ def main(argv=None) -> int:
     parser.add_argument("--slowdowns", type=lambda s: [float(x) for x in s.split(",")],
                         default=[0.10, 0.20])
     parser.add_argument("--threshold", type=float, default=0.10)
+    parser.add_argument("--run-spread", type=float, default=0.03,
+                        help="as the suite's --perf-run-spread (default 0.03)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--min-time", type=float, default=2.0)
     parser.add_argument("--cache-dir", default=".cache/infergate")

@@ -109,6 +109,15 @@ def test_confirmation_measures_more_processes_only_when_undecided_or_regressed()
     assert "(3 fresh processes vs 5 in the baseline)" in str(verdict)
 
 
+def test_no_more_processes_when_none_could_decide():
+    extra = []
+    # Whole runs scatter by 8 %: however many processes, 0 and +10 % both stay in the interval.
+    verdict = baselines.judge_processes("x", processes(1.02, n=1), lambda: extra.append(1),
+                                        baseline(), priors=PRIOR, run_spread=0.08)
+    assert verdict.status == "insufficient" and verdict.figures["resolvable"] is False
+    assert not extra
+
+
 def test_a_regression_is_judged_on_every_confirmation_process():
     extra = []
 
@@ -140,6 +149,26 @@ def test_pooled_spread_uses_entries_with_several_processes_above_the_floor():
     spread = baselines.pooled_spread(entries, "normalised", floor_ms=1.0)
     assert spread.dof == 30 * 4 and spread.sd == pytest.approx(0.02, rel=0.15)
     assert baselines.pooled_spread(entries, "normalised").sd > 0.04  # the tiny one dominates
+
+
+def test_between_run_spread_keeps_a_runner_offset_from_failing_a_calm_combination():
+    # Five calm processes, 12 % slower than a calm baseline: a new runner, not a regression
+    # anyone can prove from one run when whole runs scatter by 3 %.
+    calm = {k: baselines.Spread(0.003, 40) for k in PRIOR}
+    current = processes(1.12, n=5, spread=0.003)
+    old = baseline(spread=0.003)
+    assert judge(current, old, priors=calm).status == "regressed"
+    verdict = judge(current, old, priors=calm, run_spread=0.03)
+    assert verdict.status == "insufficient" and verdict.figures["run_spread_pct"] == 3
+
+
+def test_a_baseline_taken_with_another_calibration_is_not_compared():
+    old = baseline()
+    old["latency"]["calibration"] = "gemm/0"
+    current = [{**p, "calibration": "geomean/1"} for p in processes(1.5)]
+    verdict = judge(current, old)
+    assert verdict.status == "insufficient" and "another calibration workload" in str(verdict)
+    assert judge(current, old, mode="absolute").status == "regressed"
 
 
 def test_verdict_names_changed_library_versions():
