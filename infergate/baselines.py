@@ -268,9 +268,13 @@ def judge_latency(label: str, current: list[dict], baseline: dict, *, threshold:
                            figures, strict)
     if any(c.ci_low <= 1 and c.ci_high >= limit for c in g):
         figures["resolvable"] = all(c.resolvable(limit) for c in g)
+        # What this runner could decide: a slowdown whose whole interval clears "no change".
+        decidable = max(_pct(c.ci_high * c.old / c.new, 1) for c in g)
+        figures["decidable_pct"] = decidable
         return PerfVerdict(label, "insufficient",
                            f"{label} insufficient data (the interval holds both no change and a "
-                           f"threshold-sized slowdown): {summary}{counted}{note}", figures, strict)
+                           f"threshold-sized slowdown; this run could decide slowdowns beyond "
+                           f"about +{decidable:.0f} %): {summary}{counted}{note}", figures, strict)
     if all(c.ci_high < 1 and c.ci_low < 1 / limit for c in g):
         return PerfVerdict(label, "improved",
                            f"{label} improved, consider updating the baseline: {summary}"

@@ -82,6 +82,10 @@ def test_scattered_processes_are_insufficient_and_strict_fails_them():
     verdict = judge(noisy, priors=wide)
     assert verdict.status == "insufficient" and verdict
     assert "holds both no change and a threshold-sized slowdown" in str(verdict)
+    half = verdict.figures["normalised_ci_high"] / (verdict.figures["normalised_new"]
+                                                    / verdict.figures["normalised_old"])
+    assert verdict.figures["decidable_pct"] == pytest.approx((half - 1) * 100)
+    assert f"beyond about +{verdict.figures['decidable_pct']:.0f} %" in str(verdict)
     assert not judge(noisy, priors=wide, strict=True)
 
 
