@@ -263,6 +263,7 @@ def judge_latency(label: str, current: list[dict], baseline: dict, *, threshold:
                f"{len(old_processes)} in the baseline)")
     note = _version_note(baseline) + (f" ({reason})" if reason else "")
     g = [checks[n] for n in gated]
+    figures["delta_pct"] = max(c.delta_pct for c in g)  # the gated figure's change (reports)
     if all(c.ci_low > 1 and c.ci_high > limit for c in g):
         return PerfVerdict(label, "regressed", f"{label} {summary}{context}{counted}{note}",
                            figures, strict)

@@ -195,7 +195,7 @@ def _signed(value) -> str:
 PERF_COLUMNS = (
     ("p50 ms", lambda r, s: fmt(r.figure("latency", "p50_ms"), "{:.3g}")),
     ("baseline p50 ms", lambda r, s: fmt(r.baseline("latency", "p50_ms"), "{:.3g}")),
-    ("Δ p50", lambda r, s: _signed(r.figure("latency", "delta_pct"))),
+    ("Δ gated p50", lambda r, s: _signed(r.figure("latency", "delta_pct"))),
     ("latency verdict", lambda r, s: r.verdict("latency", s)),
     ("speed-up vs torch fp32", lambda r, s: fmt(r.speedup, "{:.2f}×")),
     ("peak MB", lambda r, s: fmt(r.figure("memory", "peak_rss_mb"), "{:.4g}")),

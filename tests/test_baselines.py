@@ -47,6 +47,7 @@ def test_real_slowdown_regresses_with_the_numbers():
     assert message.startswith("resnet50-ort_cpu-fp32 p50 +2")
     assert " ms, 99.9 % CI +" in message and "p=" in message and "threshold 10 %" in message
     assert "(3 fresh processes vs 5 in the baseline)" in message
+    assert verdict.figures["delta_pct"] == verdict.figures["absolute_delta_pct"]
 
 
 def test_a_threshold_sized_slowdown_fails_even_when_its_estimate_lands_just_below():
