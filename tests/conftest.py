@@ -1,11 +1,11 @@
 """Self-test helpers: a tiny model spec, a throwaway artifact store, a scratch project."""
 
-import importlib
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from _pytest import pytester as _pytester
 from torch import nn
 
 from infergate.artifacts import ArtifactStore
@@ -52,9 +52,23 @@ def store(tmp_path_factory):
 
 REPO = Path(__file__).resolve().parents[1]
 
-# In-process pytester drops modules first imported during a run; torch._dynamo cannot be
-# imported twice (its op library registers once per process), so import it up front.
-importlib.import_module("torch._dynamo")
+# In-process pytester drops every module first imported during a run. Frameworks with native
+# registries (torch's op library, dynamo, inductor's caches, onnxruntime) cannot be imported
+# twice in one process, so a later test in the same worker would fail with "already
+# registered" - depending on which tests xdist happened to put first. Keep them.
+FRAMEWORKS = ("torch", "functorch", "onnx", "onnxruntime", "onnxscript", "openvino",
+              "transformers", "sympy", "triton")
+
+
+class _KeepFrameworks(_pytester.SysModulesSnapshot):
+    def __init__(self, preserve=None):
+        super().__init__(preserve=lambda name: name.split(".")[0] in FRAMEWORKS
+                         or (preserve is not None and preserve(name)))
+
+
+# Both of pytester's snapshots (the fixture's and each in-process run's) look the class up
+# at use, so replacing it here covers both.
+_pytester.SysModulesSnapshot = _KeepFrameworks
 
 
 @pytest.fixture
