@@ -215,7 +215,6 @@ def compare(figure: str, current: list[float], baseline: list[float], prior: Spr
                       quantile * math.sqrt(sd ** 2 / len(y) + run_spread ** 2))
 
 
-
 def judge_latency(label: str, current: list[dict], baseline: dict, *, threshold: float = 0.10,
                   mode: str = "normalised", strict: bool = False, reason: str = "",
                   priors: dict[str, Spread] | None = None,
