@@ -53,11 +53,11 @@ def store(tmp_path_factory):
 REPO = Path(__file__).resolve().parents[1]
 
 # In-process pytester drops every module first imported during a run. Frameworks with native
-# registries (torch's op library, dynamo, inductor's caches, onnxruntime) cannot be imported
+# registries or C extensions (torch's op library, inductor's caches, numpy.fft) cannot be imported
 # twice in one process, so a later test in the same worker would fail with "already
 # registered" - depending on which tests xdist happened to put first. Keep them.
 FRAMEWORKS = ("torch", "functorch", "onnx", "onnxruntime", "onnxscript", "openvino",
-              "transformers", "sympy", "triton")
+              "transformers", "sympy", "triton", "numpy", "scipy", "sklearn")
 
 
 class _KeepFrameworks(_pytester.SysModulesSnapshot):
