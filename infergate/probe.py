@@ -63,29 +63,30 @@ def run_probe(subject, backend, precision: str, *, threads: int, min_time_s: flo
 ADDR_NO_RANDOMIZE = 0x0040000  # linux/personality.h
 
 
-def _fixed_layout() -> None:
-    """In the child before exec: turn off address-space randomisation where Linux lets us
-    (the probe records whether it is off)."""
+def _personality(persona: int = 0xFFFFFFFF) -> int | None:
+    """personality(2): sets ``persona`` and returns the previous one (0xFFFFFFFF only
+    queries); None where it cannot be called."""
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        current = libc.personality(0xFFFFFFFF)
-        if current != -1:
-            libc.personality(current | ADDR_NO_RANDOMIZE)
+        current = ctypes.CDLL(None).personality(persona)
     except (OSError, AttributeError):
-        pass
+        return None
+    return None if current == -1 else current
+
+
+def _fixed_layout() -> None:
+    """In the child before exec: turn off address-space randomisation where Linux lets us
+    (the probe records whether it is off)."""
+    current = _personality()
+    if current is not None:
+        _personality(current | ADDR_NO_RANDOMIZE)
 
 
 def address_randomization() -> bool | None:
     """Whether this process's address space is randomised (None where unknown)."""
-    try:
-        import ctypes
-
-        current = ctypes.CDLL(None).personality(0xFFFFFFFF)
-    except (OSError, AttributeError):
-        return None
-    return None if current == -1 else not current & ADDR_NO_RANDOMIZE
+    current = _personality()
+    return None if current is None else not current & ADDR_NO_RANDOMIZE
 
 
 def _spin(seconds: float) -> None:
