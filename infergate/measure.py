@@ -12,7 +12,7 @@ float32 GEMM (vector FMA units), an elementwise exp/tanh pass over an L2-sized b
 bandwidth). The calibration time is their geometric mean, so each resource weighs the same.
 Measured on this machine type over 20 minutes of fresh processes, this composite tracked
 MiniLM on ONNX Runtime, OpenVINO and PyTorch better than any one kernel (between-process
-scatter of the ratio 5.2 % RMS vs 5.7-15 % for single kernels and 4-12 % for absolute time).
+scatter of the ratio 5.5 % RMS vs 5.7-16 % for single kernels and 4-12 % for absolute time).
 None of it depends on a backend under test, so upgrading onnxruntime or torch cannot move
 the yardstick.
 """
