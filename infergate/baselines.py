@@ -218,8 +218,9 @@ def compare(figure: str, current: list[float], baseline: list[float], prior: Spr
 def judge_latency(label: str, current: list[dict], baseline: dict, *, threshold: float = 0.10,
                   mode: str = "normalised", strict: bool = False, reason: str = "",
                   priors: dict[str, Spread] | None = None,
-                  run_spread: float = 0.0) -> PerfVerdict:
-    """Judge the figures of ``current`` fresh processes against the baseline's processes.
+                  run_spread: float = 0.0, against: str | None = None) -> PerfVerdict:
+    """Judge the figures of ``current`` fresh processes against the baseline's processes
+    (or, with ``against`` naming it, a revision's processes measured in this run).
 
     Regressed: significantly slower (the whole CONFIDENCE interval of the ratio is above 1)
     and a slowdown of the threshold's size is not ruled out (the interval reaches it), so an
@@ -259,7 +260,8 @@ def judge_latency(label: str, current: list[dict], baseline: dict, *, threshold:
     other = [n for n in FIGURES if n not in gated]
     context = f" [{line(checks[other[0]])}, not gated]" if other else ""
     counted = (f" ({len(current)} fresh process{'es' * (len(current) > 1)} vs "
-               f"{len(old_processes)} in the baseline)")
+               f"{len(old_processes)} " + (f"of {against}, alternating in this run)" if against
+                                           else "in the baseline)"))
     note = _version_note(baseline) + (f" ({reason})" if reason else "")
     g = [checks[n] for n in gated]
     figures["delta_pct"] = max(c.delta_pct for c in g)  # the gated figure's change (reports)
@@ -276,8 +278,8 @@ def judge_latency(label: str, current: list[dict], baseline: dict, *, threshold:
                            f"threshold-sized slowdown; this run could decide slowdowns beyond "
                            f"about +{decidable:.0f} %): {summary}{counted}{note}", figures, strict)
     if all(c.ci_high < 1 and c.ci_low < 1 / limit for c in g):
-        return PerfVerdict(label, "improved",
-                           f"{label} improved, consider updating the baseline: {summary}"
+        better = f" on {against}" if against else ", consider updating the baseline"
+        return PerfVerdict(label, "improved", f"{label} improved{better}: {summary}"
                            f"{context}{counted}{note}", figures, strict)
     return PerfVerdict(label, "pass", f"{label} {summary}{context}{counted}{note}", figures,
                        strict)
@@ -297,6 +299,51 @@ def judge_processes(label: str, processes: list[dict], another: Callable[[], dic
             and len(processes) < 1 + confirm:
         processes.append(another())
         verdict = judge_latency(label, processes, baseline, **kw)
+    return verdict
+
+
+def judge_alternating(label: str, current: list[dict], reference: list[dict],
+                      measure_current: Callable[[], dict], measure_reference: Callable[[], dict],
+                      *, against: str, threads: int, dims: dict, confirm: int = 8,
+                      threshold: float = 0.10, mode: str = "normalised", **kw) -> PerfVerdict:
+    """A/B: ``current`` probe results against ``reference`` ones (another revision), both
+    appended to in place, measured alternately in this run, so no between-run spread enters
+    the interval. Pairs are added in ABBA order while the verdict is regressed or undecided,
+    up to ``1 + confirm`` a side; it stops early once even that many pairs could not narrow
+    the interval below the threshold at the scatter seen so far. A regression is judged on
+    every pair. No machine-wide prior: the t quantile already pays for estimating the
+    scatter from few pairs, and both sides come from the same minutes."""
+    from scipy.stats import t
+
+    if not reference:
+        reference.append(measure_reference())
+    pairs = 1 + confirm
+    gated = ["absolute", "normalised"] if mode == "both" else [mode]
+
+    def judge() -> PerfVerdict:
+        return judge_latency(label, [c["latency"] for c in current],
+                             make_entry(reference, threads, dims), against=against,
+                             run_spread=0.0, threshold=threshold, mode=mode, **kw)
+
+    def hopeless(verdict: PerfVerdict) -> bool:
+        n = len(current)
+        if verdict.status != "insufficient" or n < 3:
+            return False
+        f = verdict.figures
+        projected = max(math.log(f[f"{g}_ci_high"] / f[f"{g}_ci_low"]) / 2 for g in gated) \
+            * t.ppf(1 - (1 - CONFIDENCE) / 2, 2 * pairs - 2) \
+            / t.ppf(1 - (1 - CONFIDENCE) / 2, 2 * n - 2) * math.sqrt(n / pairs)
+        return projected > math.log(1 + threshold)
+
+    verdict = judge()
+    while (verdict.status in ("regressed", "insufficient") and len(current) < pairs
+           and not hopeless(verdict)):
+        # Drift during the pairs then hits both sides alike.
+        first, second = ((measure_reference, measure_current) if len(current) % 2
+                         else (measure_current, measure_reference))
+        for measure in (first, second):
+            (reference if measure is measure_reference else current).append(measure())
+        verdict = judge()
     return verdict
 
 

@@ -25,10 +25,18 @@ from infergate import progress
 from infergate.artifacts import ArtifactStore
 from infergate.atomic import atomic_write_text
 from infergate.backends import all_backends
-from infergate.baselines import FIGURES, judge_processes, make_entry, pooled_spread
+from infergate.baselines import (
+    FIGURES,
+    judge_alternating,
+    judge_latency,
+    judge_processes,
+    make_entry,
+    pooled_spread,
+)
 from infergate.measure import Protocol, measure_latency, pin_threads
 from infergate.models import all_models
 from infergate.probe import run_probe
+from infergate.revision import checkout, prepare, run_reference_probe
 from infergate.subject import ModelUnderTest
 
 
@@ -77,6 +85,8 @@ def gate_runs(combos: list[str], store: ArtifactStore, args) -> dict:
         return run_probe(subject, backend, precision, threads=args.threads,
                          min_time_s=args.min_time, slowdown=slowdown)
 
+    if args.against:
+        return ab_runs(subjects, probe, store, args)
     runs = {c: [] for c in combos}
     for r in range(args.baseline_processes):
         for combo in combos:
@@ -97,6 +107,51 @@ def gate_runs(combos: list[str], store: ArtifactStore, args) -> dict:
                     entries[combo], priors, args))
     return {"priors": {f: {"sd": p.sd, "dof": p.dof} for f, p in priors.items()},
             "combinations": results}
+
+
+def ab_runs(subjects: dict, probe, store: ArtifactStore, args) -> dict:
+    """A/B mode (--against): every verdict measures the revision and this tree alternately,
+    as ``pytest --perf-against`` does, from scratch: nothing is shared between verdicts."""
+    ref = checkout(args.against, store.root)
+    fingerprints = {c: prepare(ref, s.spec.name, b.name, p) for c, (s, b, p) in subjects.items()}
+
+    def reference(combo):
+        subject, backend, precision = subjects[combo]
+        return run_reference_probe(ref, fingerprints[combo], subject.spec.name, backend.name,
+                                   precision, dims=subject.spec.benchmark_dims(),
+                                   threads=args.threads, min_time_s=args.min_time,
+                                   lock_dir=store.root)
+
+    results = {c: {"against": ref.label, "runs": {"aa": [], **{f"slow{s:g}": []
+                                                               for s in args.slowdowns}}}
+               for c in subjects}
+    for i in range(args.repeats):
+        for combo, (subject, _, _) in subjects.items():
+            for s in [0.0, *args.slowdowns]:
+                progress.say(f"{combo}: round {i + 1}/{args.repeats}, +{s:.0%} work")
+                current, refs = [probe(combo, s)], []
+                verdict = judge_alternating(
+                    combo, current, refs, lambda c=combo, s=s: probe(c, s),
+                    lambda c=combo: reference(c), against=ref.label, threads=args.threads,
+                    dims=subject.spec.benchmark_dims(), confirm=args.confirm,
+                    threshold=args.threshold)
+                # The absolute figure judged on the same pairs (the flow followed the
+                # normalised one), and the fixed threshold on the first pair.
+                absolute = judge_latency(combo, [c["latency"] for c in current],
+                                         make_entry(refs, args.threads, {}), mode="absolute",
+                                         threshold=args.threshold, against=ref.label)
+                fixed = current[0]["latency"]["p50_ms"] > (
+                    (1 + args.threshold) * refs[0]["latency"]["p50_ms"])
+                results[combo]["runs"]["aa" if not s else f"slow{s:g}"].append({
+                    "fixed_median": "regressed" if fixed else "pass",
+                    **{f"{mode}{key}": v for mode, judged in (("normalised", verdict),
+                                                              ("absolute", absolute))
+                       for key, v in (("", judged.status),
+                                      ("_delta_pct", judged.figures[f"{mode}_delta_pct"]),
+                                      ("_ci", [judged.figures[f"{mode}_ci_low"],
+                                               judged.figures[f"{mode}_ci_high"]]),
+                                      ("_processes", len(current)))}})
+    return {"priors": {}, "combinations": results}
 
 
 def overhead(combo: str, store: ArtifactStore, threads: int, seconds: float) -> dict:
@@ -141,8 +196,9 @@ def summarise(results: dict) -> list[str]:
             lines.append(f"| {combo} | {label} | {count('normalised')} | {count('absolute')} | "
                          f"{count('fixed_median')} |")
     priors = results["gate"]["priors"]
-    lines.append("\nBetween-process spread in the benchmark's baselines: " + ", ".join(
-        f"{f} {p['sd'] * 100:.1f} % ({p['dof']} dof)" for f, p in priors.items()))
+    if priors:
+        lines.append("\nBetween-process spread in the benchmark's baselines: " + ", ".join(
+            f"{f} {p['sd'] * 100:.1f} % ({p['dof']} dof)" for f, p in priors.items()))
     o = results["overhead"]
     lines.append(f"\nHarness overhead ({o['combo']}): p50 {o['harness_p50_ms'] * 1e3:.1f} µs vs "
                  f"bare loop {o['bare_p50_ms'] * 1e3:.1f} µs, ratio {o['ratio']:.3f}")
@@ -156,8 +212,11 @@ def main(argv=None) -> int:
                         default="minilm_short-ort_cpu-fp32,minilm_short-openvino-int8")
     parser.add_argument("--overhead-combo", default="mlp-ort_cpu-fp32")
     parser.add_argument("--baseline-processes", type=int, default=5)
-    parser.add_argument("--confirm", type=int, default=4,
-                        help="as the suite's --perf-confirm (default 4)")
+    parser.add_argument("--confirm", type=int, default=None,
+                        help="as the suite's --perf-confirm (default 4; 8 with --against)")
+    parser.add_argument("--against", metavar="REV",
+                        help="A/B mode: judge against git revision REV measured alternately, "
+                             "as pytest's --perf-against (HEAD gives the A/A of a clean tree)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--slowdowns", type=lambda s: [float(x) for x in s.split(",")],
                         default=[0.10, 0.20])
@@ -169,6 +228,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cache-dir", default=".cache/infergate")
     parser.add_argument("--out", default="reports/gate-benchmark.json")
     args = parser.parse_args(argv)
+    if args.confirm is None:
+        args.confirm = 8 if args.against else 4
     store = ArtifactStore(Path(args.cache_dir))
     combos = args.combos.split(",")
     results = {"settings": vars(args), "gate": gate_runs(combos, store, args)}

@@ -34,29 +34,42 @@ def run_probe(subject, backend, precision: str, *, threads: int, min_time_s: flo
     export or a quantization.
     """
     backend.prepare(subject, precision)
-    request = {
-        "model": subject.spec.name, "backend": backend.name, "precision": precision,
-        "cache_dir": str(subject.store.root), "fingerprint": subject.fingerprint,
-        "threads": threads, "dims": subject.spec.benchmark_dims(),
-        "protocol": {"min_time_s": min_time_s}, "slowdown": slowdown,
-    }
-    # The probe imports this very infergate, installed or not. A fixed hash seed and no
-    # address-space randomisation give every probe the same memory layout: on this machine
-    # type that took the MLP's between-process scatter from tens of percent to about one.
-    source = str(Path(__file__).resolve().parents[1])
+    request = probe_request(subject.spec.name, backend.name, precision, subject.store.root,
+                            subject.fingerprint, dims=subject.spec.benchmark_dims(),
+                            threads=threads, min_time_s=min_time_s, slowdown=slowdown)
+    return spawn_probe(request, source=Path(__file__).resolve().parents[1],
+                       lock_dir=subject.store.root)
+
+
+def probe_request(model: str, backend: str, precision: str, cache_dir: Path, fingerprint: str,
+                  *, dims: dict, threads: int, min_time_s: float, slowdown: float = 0.0) -> dict:
+    return {"model": model, "backend": backend, "precision": precision,
+            "cache_dir": str(Path(cache_dir).resolve()), "fingerprint": fingerprint,
+            "threads": threads, "dims": dims, "protocol": {"min_time_s": min_time_s},
+            "slowdown": slowdown}
+
+
+def spawn_probe(request: dict, *, source: Path, lock_dir: Path) -> dict:
+    """Run ``python -m infergate.probe`` with the infergate found in ``source`` (this one, or
+    another revision's for A/B) and return its reply."""
+    # A fixed hash seed and no address-space randomisation give every probe the same memory
+    # layout: on this machine type that took the MLP's between-process scatter from tens of
+    # percent to about one.
     env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": os.pathsep.join(
-        [source, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        [str(source), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    label = f"{request['model']}-{request['backend']}-{request['precision']}"
     # One measurement at a time per cache, even across pytest-xdist workers: two probes
     # sharing two cores would time each other.
-    subject.store.root.mkdir(parents=True, exist_ok=True)
-    with open(subject.store.root / "probe.lock", "w") as lock:
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / "probe.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         proc = subprocess.run([sys.executable, "-m", "infergate.probe"],
                               input=json.dumps(request), capture_output=True, text=True,
-                              env=env, timeout=TIMEOUT_S, preexec_fn=_fixed_layout)
+                              env=env, timeout=TIMEOUT_S, preexec_fn=_fixed_layout,
+                              cwd=source)  # `-m` puts the cwd first on sys.path
     if proc.returncode != 0 or not proc.stdout.strip():
-        raise ProbeError(f"{subject.spec.name}-{backend.name}-{precision}: measuring process "
-                         f"exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+        raise ProbeError(f"{label}: measuring process exited {proc.returncode}:\n"
+                         f"{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

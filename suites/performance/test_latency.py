@@ -14,17 +14,34 @@ def test_latency(combo, measurement, perf, benchmark, record):
                                    "calibration_p50_ms", "throughput_per_s")},
         "peak_rss_mb": measurement["memory"]["peak_rss_mb"],
         "cold_start": measurement["cold_start"], "threads": perf.threads})
-    baseline = perf.baseline(combo)
-    if baseline is None:
-        record(latency={**latency, "verdict": "no-baseline"}, cold_start=measurement["cold_start"],
-               settings=measurement["settings"])
-        pytest.skip(perf.no_baseline(combo))
-    verdict = perf.judge_latency(combo, baseline)
+    if perf.against:
+        verdict = perf.judge_against(combo)
+        if verdict is None:
+            pytest.skip(f"{combo.id}: {perf.against.label} has no such combination to A/B")
+        compared = perf.reference_processes(combo)
+    else:
+        baseline = perf.baseline(combo)
+        if baseline is None:
+            record(latency={**latency, "verdict": "no-baseline"},
+                   cold_start=measurement["cold_start"], settings=measurement["settings"])
+            pytest.skip(perf.no_baseline(combo))
+        verdict = perf.judge_latency(combo, baseline)
+        compared = [{"latency": p} for p in baseline["latency"]["processes"]]
     record(latency={**latency, "verdict": verdict.status, **verdict.figures,
-                    "baseline": {k: baseline["latency"][k] for k in ("p50_ms", "normalised")},
-                    "processes": [{k: p["latency"][k] for k in ("p50_ms", "normalised")}
-                                  for p in perf.processes(combo)]},
+                    "against": perf.against.label if perf.against else "baseline",
+                    "baseline": _middle(compared),
+                    "processes": [_figures(p) for p in perf.processes(combo)]},
            cold_start=measurement["cold_start"], settings=measurement["settings"],
            perf_message=verdict.message)
     print(verdict.message)
     assert verdict, str(verdict)
+
+
+def _figures(process: dict) -> dict:
+    return {k: process["latency"][k] for k in ("p50_ms", "normalised")}
+
+
+def _middle(processes: list[dict]) -> dict:
+    """The compared-against figures of the process with the median normalised figure."""
+    ranked = sorted(processes, key=lambda p: p["latency"]["normalised"])
+    return _figures(ranked[len(ranked) // 2])
