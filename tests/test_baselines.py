@@ -1,6 +1,7 @@
 """The performance gate's statistics, baseline store and probes, on synthetic samples."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -306,3 +307,52 @@ def test_probe_processes_start_with_a_fixed_memory_layout():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          preexec_fn=_fixed_layout, check=True).stdout.strip()
     assert out == "False"
+
+
+def probe_results(scale=1.0, n=1, spread=0.01, seed=0):
+    """Whole probe replies (what judge_alternating keeps), around ``processes``."""
+    return [{"latency": {**p, "calibration": "c"}, "memory": {"peak_rss_mb": 100.0}}
+            for p in processes(scale, n=n, spread=spread, seed=seed)]
+
+
+def alternating(scale, spread=0.01, confirm=8, **kw):
+    order, current = [], probe_results(scale, spread=spread)
+
+    def measure(side, scale_):
+        def run():
+            order.append(side)
+            return probe_results(scale_, spread=spread, seed=len(order))[0]
+        return run
+
+    verdict = baselines.judge_alternating(
+        "x", current, [], measure("C", scale), measure("R", 1.0), against="main (abc)",
+        threads=1, dims={}, confirm=confirm, **kw)
+    return verdict, order, current
+
+
+def test_a_b_pairs_alternate_and_unchanged_code_passes():
+    verdict, order, current = alternating(1.0)
+    assert verdict.status == "pass"
+    # The first current process is already measured: R, then ABBA pairs (R C, C R, ...).
+    assert order[:5] == ["R", "R", "C", "C", "R"]
+    assert order.count("C") + 1 == len(current) == order.count("R")
+    assert "of main (abc), alternating in this run" in str(verdict)
+    assert verdict.figures["run_spread_pct"] == 0
+
+
+def test_a_b_regression_is_judged_on_every_pair_with_the_numbers():
+    verdict, order, current = alternating(1.2, confirm=4)
+    assert verdict.status == "regressed" and len(current) == 5 and order.count("R") == 5
+    assert re.search(r"normalised p50 \+(19|20|21) % \(3.0\d* → 3.[56]\d* x calibration",
+                     str(verdict))
+    assert "(5 fresh processes vs 5 of main (abc), alternating in this run)" in str(verdict)
+
+
+def test_a_b_stops_early_when_no_number_of_pairs_could_decide():
+    verdict, _, current = alternating(1.0, spread=0.3)
+    assert verdict.status == "insufficient" and len(current) < 9
+
+
+def test_a_b_improvement_names_the_revision():
+    verdict, _, _ = alternating(0.5, confirm=4)
+    assert verdict.status == "improved" and "improved on main (abc)" in str(verdict)

@@ -96,3 +96,20 @@ def test_performance_gate_end_to_end(project, pytester):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*mlp-ort_cpu-fp32 normalised p50 +*% CI +*p=*threshold 30 %*"
                                  "(3 fresh processes vs 3 in the baseline)*"])
+
+
+def test_a_b_against_a_revision_end_to_end(project):
+    """--perf-against: no stored baseline needed; a slowed tree fails against HEAD."""
+    select = ("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32",
+              "--perf-min-time", "0.5", "--perf-threshold", "0.3", "--perf-latency-floor-ms", "0",
+              "--perf-confirm", "2", "--benchmark-disable", "-rs")
+    result, _ = project(*select, "--perf-against", "no-such-rev", tests=("test_latency.py",))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--perf-against 'no-such-rev': not a commit*"])
+
+    result, data = project(*select, "--perf-against", "HEAD", "--perf-slowdown", "1.0",
+                           tests=("test_latency.py",))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*mlp-ort_cpu-fp32 normalised p50 +*% CI +*threshold 30 %*"
+                                 "(3 fresh processes vs 3 of HEAD (*), alternating in this run)*"])
+    assert data["results"][0]["latency"]["against"].startswith("HEAD (")
