@@ -7,6 +7,7 @@ import pytest
 
 from infergate.backends import all_backends
 from infergate.models import all_models
+from infergate.revision import PROJECT
 
 
 def test_unknown_model_is_a_usage_error_listing_valid_names(project):
@@ -98,6 +99,7 @@ def test_performance_gate_end_to_end(project, pytester):
                                  "(3 fresh processes vs 3 in the baseline)*"])
 
 
+@pytest.mark.skipif(not (PROJECT / ".git").exists(), reason="not a git checkout")
 def test_a_b_against_a_revision_end_to_end(project):
     """--perf-against: no stored baseline needed; a slowed tree fails against HEAD."""
     select = ("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32",
