@@ -1,10 +1,11 @@
 """On-disk artifact cache: ONNX exports, quantized models, trained weights, compiler caches.
 
 Each artifact lives in ``<root>/<kind>/<digest>/`` where the digest hashes everything that
-produced it (model fingerprint, precision, parameters, library versions). A change to any of
-those gives a new digest, so a stale artifact is never reused. Builds happen in a private
-temporary directory that is renamed into place only when complete, so a crash or a parallel
-worker never leaves or sees a half-written artifact.
+produced it (model fingerprint, precision, parameters, library versions, the source of the
+exporter and transforms modules). A change to any of those gives a new digest, so a stale
+artifact is never reused. Builds happen in a private temporary directory that is renamed into
+place only when complete, so a crash or a parallel worker never leaves or sees a half-written
+artifact.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from infergate import progress
@@ -39,6 +41,12 @@ def versions(*distributions: str) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[name] = "absent"
     return found
+
+
+def code_digest(module: ModuleType) -> str:
+    """Digest of a module's source: an artifact built by changed code is a new artifact
+    (a cached export must not outlive an edit to the exporter)."""
+    return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:20]
 
 
 def hash_file(path: Path, h=None):

@@ -8,12 +8,14 @@ as int8), so the two backends are judged on the same quantized graph.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from infergate.artifacts import digest, versions
+from infergate.artifacts import code_digest, digest, versions
 
+_CODE = code_digest(sys.modules[__name__])  # an edit here rebuilds every derived model
 _DYNAMIC_INT8 = {
     # Same scope as torch's quantize_dynamic of nn.Linear: weight-constant MatMul/Gemm only,
     # so "no worse than PyTorch int8_dynamic" compares like with like.
@@ -38,7 +40,7 @@ def fp16_onnx(subject) -> Path:
     ONNX Runtime's converter rather than onnxconverter-common's: on dynamo exports the latter
     leaves Cast and Clip nodes typed inconsistently (MiniLM would not load).
     """
-    key = {"step": "fp16", "parent": digest(subject.onnx_key), "keep_io_types": True,
+    key = {"step": "fp16", "parent": digest(subject.onnx_key), "code": _CODE, "keep_io_types": True,
            **versions("onnx", "onnxruntime")}
 
     def build(tmp: Path):
@@ -56,8 +58,8 @@ def fp16_onnx(subject) -> Path:
 
 
 def dynamic_int8_onnx(subject) -> Path:
-    key = {"step": "int8_dynamic", "parent": digest(subject.onnx_key), **_DYNAMIC_INT8,
-           **versions("onnxruntime", "onnx")}
+    key = {"step": "int8_dynamic", "parent": digest(subject.onnx_key), "code": _CODE,
+           **_DYNAMIC_INT8, **versions("onnxruntime", "onnx")}
 
     def build(tmp: Path):
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -93,7 +95,7 @@ def calibration_digest(feeds: list[dict[str, np.ndarray]]) -> str:
 def static_int8_onnx(subject) -> Path:
     """Static QDQ int8 with per-channel weights, calibrated on the model's own inputs."""
     feeds = subject.calibration_feeds
-    key = {"step": "int8_qdq", "parent": digest(subject.onnx_key), **_STATIC_INT8,
+    key = {"step": "int8_qdq", "parent": digest(subject.onnx_key), "code": _CODE, **_STATIC_INT8,
            "calibration": calibration_digest(feeds), **versions("onnxruntime", "onnx")}
 
     def build(tmp: Path):

@@ -4,8 +4,9 @@ Stored baselines carry the between-run scatter of the runner (about 3 % on the C
 type, run to run and day to day), which no number of processes in one run averages away.
 Measuring the base revision in the same run, alternating its processes with the change's,
 leaves only process-to-process scatter. The checkout is a plain ``git archive`` extract with
-its own artifact cache: artifact keys hash model code, weights and library versions, not the
-exporter's code, so a shared cache could hand the change's export to the reference.
+its own artifact cache: artifact keys hash the model's code and weights, the exporter and
+transforms and library versions, but not every helper an artifact depends on (training data,
+calibration feeds), and a shared cache must never hand one side's build to the other.
 """
 
 from __future__ import annotations

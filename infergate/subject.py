@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from infergate.artifacts import ArtifactStore, versions
+from infergate import onnx_export
+from infergate.artifacts import ArtifactStore, code_digest, versions
 from infergate.onnx_export import OPSET, export_onnx
 from infergate.spec import ModelSpec
 
@@ -53,7 +54,7 @@ class ModelUnderTest:
     @cached_property
     def onnx_key(self) -> dict:
         return {"model": self.spec.name, "fingerprint": self.fingerprint, "opset": OPSET,
-                **versions("torch", "onnx", "onnxscript")}
+                "exporter": code_digest(onnx_export), **versions("torch", "onnx", "onnxscript")}
 
     @cached_property
     def onnx_path(self) -> Path:

@@ -60,3 +60,25 @@ def test_onnx_export_is_cached_by_key(tiny_spec, store):
     again = ModelUnderTest(tiny_spec, store)
     assert again.onnx_path == path
     assert (path.parent / "key.json").exists()
+
+
+def test_an_edit_to_the_exporter_or_transforms_is_a_new_artifact(tiny_spec, store, tmp_path,
+                                                                 monkeypatch):
+    import types
+
+    from infergate import onnx_export, onnx_transforms
+    from infergate.artifacts import code_digest
+
+    module = types.ModuleType("edited")
+    module.__file__ = str(tmp_path / "edited.py")
+    (tmp_path / "edited.py").write_text("X = 1\n")
+    before = code_digest(module)
+    (tmp_path / "edited.py").write_text("X = 2\n")
+    assert code_digest(module) != before
+
+    subject = ModelUnderTest(tiny_spec, store)
+    key = dict(subject.onnx_key)
+    assert key["exporter"] == code_digest(onnx_export)
+    monkeypatch.setattr("infergate.subject.code_digest", lambda m: "edited")
+    assert ModelUnderTest(tiny_spec, store).onnx_key != key
+    assert onnx_transforms._CODE == code_digest(onnx_transforms)
