@@ -41,12 +41,8 @@ class Checkout:
         return f"{self.rev} ({self.sha[:10]})"
 
 
-def _git(*args: str) -> str:
-    try:
-        proc = subprocess.run(["git", "-C", str(PROJECT), *args], capture_output=True,
-                              check=False)
-    except FileNotFoundError as exc:
-        raise RevisionError("git is not installed; --perf-against needs it") from exc
+def _git(*args: str) -> str | bytes:
+    proc = subprocess.run(["git", "-C", str(PROJECT), *args], capture_output=True, check=False)
     if proc.returncode:
         raise RevisionError(f"git {' '.join(args)} failed in {PROJECT}: "
                             f"{proc.stderr.decode(errors='replace').strip()}")
@@ -56,6 +52,8 @@ def _git(*args: str) -> str:
 def checkout(rev: str, cache_root: Path) -> Checkout:
     """Extract ``rev`` (anything ``git rev-parse`` takes) under ``cache_root``, once per
     commit; the extract appears whole or not at all."""
+    if shutil.which("git") is None:
+        raise RevisionError("--perf-against needs git, which is not installed")
     try:
         sha = _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip()
     except RevisionError as exc:
