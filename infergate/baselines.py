@@ -28,6 +28,11 @@ MIN_SPREAD = 0.005  # processes are never trusted to agree better than 0.5 %
 # prior, because combinations differ - on this machine type one scatters 1 % between
 # processes, another 8 % - and a strong one would blur both into the average.
 PRIOR_DOF = 4
+# Confirmation processes while a verdict is open. Against a stored baseline more cannot beat
+# the between-run spread: 5 in all is where it stops paying. A/B has no run spread: 9 pairs
+# decide +10 % at 3 % process scatter.
+CONFIRM = 4
+CONFIRM_AB = 8
 FIGURES = {"absolute": "p50_ms", "normalised": "normalised"}  # gate figure -> process key
 MEMORY_SLACK_MB = 16.0  # allocator and page-granularity jitter on small models
 
@@ -77,6 +82,12 @@ class BaselineStore:
         return data
 
 
+def middle_process(latencies: list[dict]) -> dict | None:
+    """The process with the median normalised figure: an entry's headline figures."""
+    ranked = sorted(latencies, key=lambda lat: lat["normalised"])
+    return ranked[len(ranked) // 2] if ranked else None
+
+
 def make_entry(processes: list[dict], threads: int, dims: dict) -> dict:
     """A baseline entry from the measurements of several fresh processes.
 
@@ -84,7 +95,7 @@ def make_entry(processes: list[dict], threads: int, dims: dict) -> dict:
     process are not independent of each other, processes are.
     """
     latencies = [p["latency"] for p in processes]
-    middle = sorted(latencies, key=lambda lat: lat["normalised"])[len(latencies) // 2]
+    middle = middle_process(latencies)
     return {
         "recorded": datetime.now(UTC).isoformat(timespec="seconds"),
         "threads": threads,
@@ -286,7 +297,7 @@ def judge_latency(label: str, current: list[dict], baseline: dict, *, threshold:
 
 
 def judge_processes(label: str, processes: list[dict], another: Callable[[], dict],
-                    baseline: dict, *, confirm: int = 4, **kw) -> PerfVerdict:
+                    baseline: dict, *, confirm: int = CONFIRM, **kw) -> PerfVerdict:
     """``judge_latency`` on ``processes`` (latency dicts, appended to in place). While the
     verdict is undecided or regressed, measure another process with ``another()`` (at most
     ``confirm`` more) and judge them all again: the unit of replication is the process, and
@@ -304,7 +315,7 @@ def judge_processes(label: str, processes: list[dict], another: Callable[[], dic
 
 def judge_alternating(label: str, current: list[dict], reference: list[dict],
                       measure_current: Callable[[], dict], measure_reference: Callable[[], dict],
-                      *, against: str, threads: int, dims: dict, confirm: int = 8,
+                      *, against: str, threads: int, dims: dict, confirm: int = CONFIRM_AB,
                       threshold: float = 0.10, mode: str = "normalised", **kw) -> PerfVerdict:
     """A/B: ``current`` probe results against ``reference`` ones (another revision), both
     appended to in place, measured alternately in this run, so no between-run spread enters

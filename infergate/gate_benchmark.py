@@ -26,6 +26,8 @@ from infergate.artifacts import ArtifactStore
 from infergate.atomic import atomic_write_text
 from infergate.backends import all_backends
 from infergate.baselines import (
+    CONFIRM,
+    CONFIRM_AB,
     FIGURES,
     judge_alternating,
     judge_latency,
@@ -213,7 +215,8 @@ def main(argv=None) -> int:
     parser.add_argument("--overhead-combo", default="mlp-ort_cpu-fp32")
     parser.add_argument("--baseline-processes", type=int, default=5)
     parser.add_argument("--confirm", type=int, default=None,
-                        help="as the suite's --perf-confirm (default 4; 8 with --against)")
+                        help=f"as the suite's --perf-confirm (default {CONFIRM}; "
+                             f"{CONFIRM_AB} with --against)")
     parser.add_argument("--against", metavar="REV",
                         help="A/B mode: judge against git revision REV measured alternately, "
                              "as pytest's --perf-against (HEAD gives the A/A of a clean tree)")
@@ -229,7 +232,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="reports/gate-benchmark.json")
     args = parser.parse_args(argv)
     if args.confirm is None:
-        args.confirm = 8 if args.against else 4
+        args.confirm = CONFIRM_AB if args.against else CONFIRM
     store = ArtifactStore(Path(args.cache_dir))
     combos = args.combos.split(",")
     results = {"settings": vars(args), "gate": gate_runs(combos, store, args)}

@@ -109,6 +109,14 @@ def test_a_b_against_a_revision_end_to_end(project):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--perf-against 'no-such-rev': not a commit*"])
 
+    # Under the default 1 ms floor: reported, not gated, and nothing of HEAD is measured.
+    floored = [a for a in select if a not in ("--perf-latency-floor-ms", "0")]
+    result, data = project(*floored, "--perf-against", "HEAD", tests=("test_latency.py",))
+    result.assert_outcomes(passed=1)
+    latency = data["results"][0]["latency"]
+    assert latency["verdict"] == "insufficient" and latency["baseline"] is None
+    assert "under the 1 ms floor" in data["results"][0]["perf_message"]
+
     result, data = project(*select, "--perf-against", "HEAD", "--perf-slowdown", "1.0",
                            tests=("test_latency.py",))
     result.assert_outcomes(failed=1)

@@ -3,6 +3,7 @@
 import pytest
 
 from fixtures.performance import feed_benchmark
+from infergate import baselines
 
 pytestmark = pytest.mark.matrix(performance=True)
 
@@ -18,7 +19,9 @@ def test_latency(combo, measurement, perf, benchmark, record):
         verdict = perf.judge_against(combo)
         if verdict is None:
             pytest.skip(f"{combo.id}: {perf.against.label} has no such combination to A/B")
-        compared = perf.reference_processes(combo)
+        # None when nothing was compared (under the latency floor)
+        compared = baselines.middle_process([p["latency"]
+                                             for p in perf.reference_processes(combo)])
     else:
         baseline = perf.baseline(combo)
         if baseline is None:
@@ -26,22 +29,16 @@ def test_latency(combo, measurement, perf, benchmark, record):
                    cold_start=measurement["cold_start"], settings=measurement["settings"])
             pytest.skip(perf.no_baseline(combo))
         verdict = perf.judge_latency(combo, baseline)
-        compared = [{"latency": p} for p in baseline["latency"]["processes"]]
+        compared = baseline["latency"]
     record(latency={**latency, "verdict": verdict.status, **verdict.figures,
                     "against": perf.against.label if perf.against else "baseline",
-                    "baseline": _middle(compared),
-                    "processes": [_figures(p) for p in perf.processes(combo)]},
+                    "baseline": compared and _figures(compared),
+                    "processes": [_figures(p["latency"]) for p in perf.processes(combo)]},
            cold_start=measurement["cold_start"], settings=measurement["settings"],
            perf_message=verdict.message)
     print(verdict.message)
     assert verdict, str(verdict)
 
 
-def _figures(process: dict) -> dict:
-    return {k: process["latency"][k] for k in ("p50_ms", "normalised")}
-
-
-def _middle(processes: list[dict]) -> dict:
-    """The compared-against figures of the process with the median normalised figure."""
-    ranked = sorted(processes, key=lambda p: p["latency"]["normalised"])
-    return _figures(ranked[len(ranked) // 2])
+def _figures(latency: dict) -> dict:
+    return {k: latency[k] for k in ("p50_ms", "normalised")}
