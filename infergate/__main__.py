@@ -1,5 +1,6 @@
 """``python -m infergate report RESULTS.json [...] --out DIR``: re-render or merge reports.
-``python -m infergate baselines diff CANDIDATE.json``: what a baseline update would change."""
+``python -m infergate baselines diff CANDIDATE.json``: what a baseline update would change.
+``python -m infergate baselines migrate OLD.json --cpuinfo FILE``: re-key an old baseline."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from infergate import baselines
+from infergate import baselines, machine_id
 from infergate.report import ReportError, load_results, merge, write_reports
 
 
@@ -32,7 +33,28 @@ def _parser() -> argparse.ArgumentParser:
                     "every performance run) with the committed baseline for that machine.")
     diff.add_argument("candidate", type=Path, metavar="CANDIDATE.json")
     diff.add_argument("--baselines-dir", type=Path, default=Path("baselines"))
+    migrate = base_commands.add_parser(
+        "migrate", help="re-key a baseline taken under the old model-name machine id",
+        description="Baselines used to be keyed by the CPU's model name, which hypervisors "
+                    "mask (Zen 4 and Zen 5 runners were both amd-epyc-2c-nogpu). Given the "
+                    "/proc/cpuinfo of the machine type the baseline was taken on, write it "
+                    "under its hardware id beside the old file; then delete the old file.")
+    migrate.add_argument("old", type=Path, metavar="OLD.json")
+    migrate.add_argument("--cpuinfo", required=True, type=Path, metavar="FILE",
+                         help="/proc/cpuinfo (first processor block) of the machine it was "
+                              "taken on")
     return parser
+
+
+def baselines_migrate(old: Path, cpuinfo: Path) -> int:
+    try:
+        fields, _ = machine_id.read_cpuinfo(cpuinfo)
+        target = baselines.migrate(old, fields, old.parent)
+    except (baselines.BaselineError, ValueError) as exc:
+        print(f"python -m infergate baselines migrate: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{old} -> {target}; delete {old} once the new file is committed")
+    return 0
 
 
 def baselines_diff(candidate_path: Path, baselines_dir: Path) -> int:
@@ -66,6 +88,8 @@ def report(results: list[Path], out: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "baselines" and args.baselines_command == "migrate":
+        return baselines_migrate(args.old, args.cpuinfo)
     if args.command == "baselines":
         return baselines_diff(args.candidate, args.baselines_dir)
     return report(args.results, args.out)

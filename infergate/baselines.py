@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from infergate import environment
+from infergate import environment, machine_id
 from infergate.atomic import atomic_write_text
 
 SCHEMA = "infergate.baseline/2"
@@ -38,10 +37,8 @@ MEMORY_SLACK_MB = 16.0  # allocator and page-granularity jitter on small models
 
 
 def machine() -> dict:
-    """What the baseline is for: CPU model, core count, GPU model (not software)."""
-    cpu, cores, gpu = environment.cpu_model(), environment.cpu_count(), environment.gpu_model()
-    slug = re.sub(r"[^a-z0-9]+", "-", f"{cpu} {cores}c {gpu or 'nogpu'}".lower()).strip("-")
-    return {"id": slug, "cpu": cpu, "cores": cores, "gpu": gpu}
+    """What the baseline is for: the hardware id and its components (not software)."""
+    return machine_id.this_machine()
 
 
 def key(model: str, backend: str, precision: str) -> str:
@@ -80,6 +77,56 @@ class BaselineStore:
         data["entries"] = dict(sorted(data["entries"].items()))
         atomic_write_text(self.path, json.dumps(data, indent=1) + "\n")
         return data
+
+
+EQUIVALENT_FILE = "equivalent.json"
+
+
+def locate(directory: Path, identity: dict) -> tuple[BaselineStore, str]:
+    """The store ``identity``'s machine is judged against, and a note saying why: its own
+    ``<id>.json``, or the one ``<directory>/equivalent.json`` declares it equivalent to.
+
+    That file is a fleet's statement, with a reason, that two ids run the same kernels
+    at the same speed: ``{"<id>": {"use": "<other id>", "reason": "..."}}``."""
+    directory = Path(directory)
+    own = BaselineStore(directory / f"{identity['id']}.json")
+    declared = directory / EQUIVALENT_FILE
+    if own.path.exists() or not declared.exists():
+        return own, ""
+    try:
+        table = json.loads(declared.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BaselineError(f"{declared}: not readable JSON: {exc}") from None
+    alias = table.get(identity["id"]) if isinstance(table, dict) else None
+    if alias is None:
+        return own, ""
+    if not (isinstance(alias, dict) and isinstance(alias.get("use"), str)
+            and str(alias.get("reason", "")).strip()):
+        raise BaselineError(f"{declared}: entry {identity['id']!r} needs \"use\" (a machine "
+                            f"id) and a non-empty \"reason\"")
+    return (BaselineStore(directory / f"{alias['use']}.json"),
+            f"baseline of {alias['use']}, declared equivalent in {declared}: {alias['reason']}")
+
+
+def migrate(old_path: Path, cpuinfo: dict[str, str], directory: Path) -> Path:
+    """Re-key a baseline taken under the old model-name id (which could not tell CPU
+    generations apart) by the hardware it was taken on, as ``cpuinfo`` describes it.
+    Writes ``<directory>/<new id>.json`` atomically and returns its path; the old file is
+    left for the caller to delete (it is under version control)."""
+    data = BaselineStore(old_path).load()
+    old = data.get("machine", {})
+    if "family" in old:
+        raise BaselineError(f"{old_path}: already keyed by hardware ({old.get('id')})")
+    identity = machine_id.identify(cpuinfo, int(old.get("cores") or 1),
+                                   None if not old.get("gpu") else
+                                   {"name": old["gpu"], "capability": "unknown"})
+    data["machine"] = {**identity, "legacy_id": old.get("id"),
+                       "migrated_from": old_path.name}
+    target = Path(directory) / f"{identity['id']}.json"
+    if target.exists():
+        raise BaselineError(f"{target} exists: merge by hand or delete it first")
+    atomic_write_text(target, json.dumps(data, indent=1) + "\n")
+    return target
 
 
 def middle_process(latencies: list[dict]) -> dict | None:

@@ -58,8 +58,11 @@ def cpu_flags() -> set[str]:
 
 
 def describe() -> dict:
+    from infergate.machine_id import this_machine  # it builds on this module
+
     flags = cpu_flags()
     return {
+        "machine": this_machine(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_model(),
