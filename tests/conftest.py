@@ -1,5 +1,6 @@
 """Self-test helpers: a tiny model spec, a throwaway artifact store, a scratch project."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -103,3 +104,52 @@ def project(pytester, tmp_path_factory):
 def _no_ci_step_summary(monkeypatch):
     # Scratch sessions would append their summaries to the real CI job summary.
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+# Controlled timings (issue 11): what every probe reports, before slowdown and jitter. The p50
+# is over the default 1 ms latency floor, so the gate judges it; the jitter, one step per probe
+# in turn, gives a between-process scatter of about 1 %, as on a quiet runner.
+CONTROLLED_P50_MS = 2.0
+CONTROLLED_NORMALISED = 10.0
+CONTROLLED_JITTER = (0.0, 0.01, -0.01)
+_SCALED_MS = ("min_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "stddev_ms")
+
+
+@pytest.fixture
+def controlled_timings(monkeypatch):
+    """``control()`` makes every fresh-process measurement from then on (this tree's and a
+    ``--perf-against`` revision's) report controlled latencies instead of its wall times.
+
+    The probe processes still run for real, protocol and reply included; only the model's
+    latency figures in the reply are replaced: the controlled p50 and normalised figures
+    times ``1 + request["slowdown"]`` times the next jitter step (the other timings scaled to
+    match). A verdict of the gate then depends on the code under test, never on the runner's
+    load. ``control()`` returns the list of (source, slowdown, factor) of each probe so far.
+    """
+    from infergate import probe
+
+    real = probe.spawn_probe
+    jitter = itertools.cycle(CONTROLLED_JITTER)
+    calls = []
+
+    def controlled(request, *, source, lock_dir):
+        reply = real(request, source=source, lock_dir=lock_dir)
+        slowdown = request.get("slowdown", 0.0)
+        factor = (1 + slowdown) * (1 + next(jitter))
+        latency = reply["latency"]
+        p50, normalised = CONTROLLED_P50_MS * factor, CONTROLLED_NORMALISED * factor
+        scale, ratio = p50 / latency["p50_ms"], normalised / latency["normalised"]
+        for name in _SCALED_MS:
+            latency[name] *= scale
+        latency["samples_ms"] = [s * scale for s in latency["samples_ms"]]
+        latency["throughput_per_s"] /= scale
+        latency["normalised_samples"] = [r * ratio for r in latency["normalised_samples"]]
+        latency.update(p50_ms=p50, normalised=normalised)
+        calls.append((Path(source), slowdown, factor))
+        return reply
+
+    def control():
+        monkeypatch.setattr(probe, "spawn_probe", controlled)
+        return calls
+
+    return control
