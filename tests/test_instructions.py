@@ -1,0 +1,115 @@
+"""The instruction-count figure: dump parsing, the verdict, the shim under real valgrind."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from infergate import instructions
+from infergate.injected import InjectedWork
+
+BASE = {"per_inference": 94.45e6, "spread": 0.0002, "processes": [94.45e6, 94.46e6, 94.47e6]}
+
+
+def test_a_two_percent_slowdown_fails_with_its_numbers():
+    verdict = instructions.judge("minilm_short-ort_cpu-fp32", [96.62e6], BASE)
+    assert not verdict and verdict.status == "regressed"
+    assert str(verdict) == ("minilm_short-ort_cpu-fp32 instructions/inference +2.30 % "
+                            "(94.45M → 96.62M, threshold 2 %, spread 0.02 %)")
+
+
+def test_unchanged_code_passes_and_within_spread_is_not_a_regression():
+    assert instructions.judge("x", [94.45e6 * 1.00001], BASE).status == "pass"
+    # +2.01 % is inside threshold + the baseline's own spread (0.02 %).
+    assert instructions.judge("x", [94.45e6 * 1.0201], BASE).status == "pass"
+
+
+def test_the_minimum_of_processes_discounts_a_one_sided_outlier():
+    # One ORT process in three counts an allocator consolidation inside the loop.
+    verdict = instructions.judge("x", [94.45e6 * 1.03, 94.45e6, 94.45e6 * 1.00001], BASE)
+    assert verdict.status == "pass" and verdict.figures["processes"] == 3
+
+
+def test_an_unreproducible_baseline_is_insufficient_with_its_spread():
+    shaky = {**BASE, "spread": 0.015}
+    verdict = instructions.judge("x", [94.45e6 * 1.05], shaky)
+    assert verdict.status == "insufficient" and "not reproducible" in str(verdict)
+    assert "spread 1.5 %" in str(verdict)
+
+
+def test_improvement_and_override_threshold():
+    assert instructions.judge("x", [90e6], BASE).status == "improved"
+    loose = instructions.judge("x", [94.45e6 * 1.04], BASE, threshold=0.05, reason="why")
+    assert loose.status == "pass" and "threshold 5 %" in str(loose) and "(why)" in str(loose)
+
+
+def test_moved_asks_for_confirmation_only_beyond_the_noise():
+    assert not instructions.moved([94.45e6 * 1.004], BASE)
+    assert instructions.moved([94.45e6 * 1.01], BASE)
+    assert instructions.moved([94.45e6 * 0.99], BASE)
+
+
+def test_make_entry_keeps_every_process_and_the_spread():
+    replies = [{"instructions": {"per_inference": v, "calls": 3, "valgrind": "3.19.0",
+                                 "cpu_view": "cpu"}} for v in (100.0, 100.5, 100.1)]
+    entry = instructions.make_entry(replies, measured_on="host")
+    assert entry["per_inference"] == 100.0 and entry["processes"] == [100.0, 100.5, 100.1]
+    assert entry["spread"] == pytest.approx(0.005) and entry["measured_on"] == "host"
+
+
+def test_dump_totals_reads_totals_of_named_dumps(tmp_path):
+    (tmp_path / "callgrind.out.1.1").write_text(textwrap.dedent("""\
+        desc: Trigger: Client Request: infergate-loop
+        events: Ir
+        summary: 0
+        fn=(1) f
+        0 5
+        totals: 283446
+        """))
+    (tmp_path / "callgrind.out.1").write_text("desc: Trigger: Program termination\n"
+                                              "summary: 9\ntotals: 9\n")
+    assert instructions.dump_totals(tmp_path) == {"infergate-loop": 283446}
+
+
+def test_injected_work_carries_fractions_over_calls():
+    work = InjectedWork(0.5)
+    work.size(model_cost=3.0, unit_cost=1.0)  # 1.5 units a call
+    done = []
+    work.unit = lambda count=1: done.append(count)
+    for _ in range(4):
+        work()
+    assert sum(done) == 6 and done == [1, 2, 1, 2]
+
+
+def test_view_id_names_valgrind_and_its_cpu():
+    assert instructions.view_id("Intel(R) Core(TM) i7-4910MQ CPU @ 2.90GHz").endswith(
+        "intel-r-core-tm-i7-4910mq-cpu-2-90ghz")
+
+
+@pytest.mark.skipif(instructions.unavailable_reason() is not None,
+                    reason=str(instructions.unavailable_reason()))
+def test_the_shim_counts_only_between_start_and_stop_under_real_valgrind(tmp_path):
+    """Counting 2x the work counts 2x the instructions, and valgrind's CPU is the canned
+    one whatever the host."""
+    shim = instructions.shim_path(tmp_path)
+    script = textwrap.dedent(f"""
+        import sys
+        from infergate.instructions import Shim
+        shim = Shim({str(shim)!r})
+        assert shim.on_valgrind
+        def work(n):
+            total = 0
+            for i in range(n):
+                total += i * i
+            return total
+        for n, name in ((20000, "one"), (40000, "two")):
+            shim.start(); work(n); shim.stop(name)
+        print(shim.cpu_brand())
+        """)
+    out = subprocess.run(["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                          f"--callgrind-out-file={tmp_path}/callgrind.out.%p", sys.executable,
+                          "-c", script], capture_output=True, text=True, check=True)
+    totals = instructions.dump_totals(tmp_path)
+    assert totals["two"] / totals["one"] == pytest.approx(2.0, rel=0.05)
+    assert "i7-4910MQ" in out.stdout  # valgrind's canned CPUID, not this host's
