@@ -21,6 +21,7 @@ from infergate.report_view import (
     cell_text,
     first_line,
     grids,
+    memory_figure,
     number,
     perf_table,
     performance_rows,
@@ -245,7 +246,7 @@ def _perf_bar(entry: dict, kind: str, href: str) -> Bar:
         return Bar(_label(entry), href, entry.get("outcome", ""), number(figures.get("p50_ms")),
                    (number(figures.get("min_ms")), number(figures.get("p99_ms"))),
                    number((figures.get("baseline") or {}).get("p50_ms")))
-    return Bar(_label(entry), href, entry.get("outcome", ""), number(figures.get("peak_rss_mb")),
+    return Bar(_label(entry), href, entry.get("outcome", ""), memory_figure(figures),
                marker=number(figures.get("baseline_mb")))
 
 
@@ -253,7 +254,8 @@ def _perf_charts(document: dict, anchor: Anchors) -> str:
     sections = []
     for kind, title, unit in (("latency", "Latency: p50 bar, min–p99 whisker, "
                                           "baseline p50 tick", "ms"),
-                              ("memory", "Peak memory: bar, baseline tick", "MB")):
+                              ("memory", "Model memory (peak RSS above the initialised runtime): "
+                                         "bar, baseline tick", "MB")):
         entries = [e for e in document["results"] if kind in e]
         if not entries:
             continue

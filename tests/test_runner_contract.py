@@ -1,9 +1,11 @@
 """One contract, checked the same way against every backend available here."""
 
+import json
+
 import numpy as np
 import pytest
 
-from infergate.backends import RunnerError, all_backends
+from infergate.backends import Backend, RunnerError, all_backends
 from infergate.environment import cpu_flags
 from infergate.subject import ModelUnderTest
 
@@ -45,6 +47,29 @@ def test_runner_contract(backend, precision, subject):
     assert not runner.is_active
     with pytest.raises(RunnerError):
         runner.run(feed)
+
+
+@pytest.mark.parametrize("backend,precision", CASES,
+                         ids=[f"{b.name}-{p}" for b, p in CASES])
+def test_runtime_initialises_apart_from_any_model(backend, precision, subject):
+    """``initialise_runtime`` (what the memory probe charges to the runtime, not the model)
+    runs its trivial workload at the precision, says what it ran, and leaves the runtime
+    ready for a model's runner."""
+    reason = backend.unavailable_reason(precision)
+    if reason:
+        pytest.skip(reason)
+    done = backend.initialise_runtime(precision, threads=1, cache_dir=subject.store.root)
+    json.dumps(done)  # recorded in the probe's reply
+    assert done.get("workload") or type(backend).initialise_runtime is Backend.initialise_runtime
+    with backend.prepare(subject, precision) as runner:
+        assert runner.run(subject.inputs(seed=1, batch=2))["logits"].shape == (2, 3)
+
+
+def test_initialising_the_runtime_is_optional():
+    class Bare(Backend):
+        name = "bare"
+
+    assert Bare().initialise_runtime("fp32", threads=1) == {}
 
 
 def test_backend_ids_are_the_documented_ones():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -101,6 +102,21 @@ class Backend:
     def prepare(self, subject, precision: str) -> Runner:
         """Cold start: build what ``precision`` needs from ``subject`` (a ModelUnderTest)."""
         raise NotImplementedError
+
+    def initialise_runtime(self, precision: str, threads: int | None = None,
+                           cache_dir: Path | None = None) -> dict[str, Any]:
+        """Bring the framework's runtime to the state every model starts from - libraries
+        paged in, plugins and frontends loaded, thread pools and allocator pools created - by
+        running a trivial workload (``warmup.tiny_onnx``'s graph) at ``precision`` on
+        ``threads`` intra-op threads, and keep that state while this backend object lives.
+        ``cache_dir`` is the artifact cache, for a runtime that keeps a compile cache there.
+
+        The performance probe calls it before the model loads and charges the model only for
+        the memory that comes after: the runtime's own cost does not grow with the model, it
+        depends on the host, and it is recorded apart. Returns what it ran, for the record.
+        The default runs nothing: a backend whose runtime needs no start of its own."""
+        del precision, threads, cache_dir
+        return {}
 
     def label(self, subject, precision: str) -> str:
         return f"{subject.spec.name}-{self.name}-{precision}"

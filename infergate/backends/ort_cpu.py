@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from infergate.backends.base import Backend, Runner
+from infergate.backends.warmup import tiny_feed, tiny_onnx
 from infergate.onnx_transforms import dynamic_int8_onnx, fp16_onnx, static_int8_onnx
 
 ONNX_FOR_PRECISION = {
@@ -11,6 +12,30 @@ ONNX_FOR_PRECISION = {
     "int8_dynamic": dynamic_int8_onnx,
     "int8": static_int8_onnx,
 }
+
+
+def session_options(threads: int | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return options
+
+
+def warm_session(providers: list, precision: str, threads: int | None) -> tuple[object, dict]:
+    """``initialise_runtime`` for every ONNX Runtime backend: a session of the tiny graph
+    (Q/DQ for int8) on ``providers``, run once, and its description. Keep the session: the
+    model's then reuses the environment, thread pools and provider state it made."""
+    import onnxruntime as ort
+
+    quantized = precision == "int8"
+    session = ort.InferenceSession(tiny_onnx(quantized), session_options(threads),
+                                   providers=providers)
+    session.run(None, tiny_feed())
+    return session, {"workload": f"tiny ONNX graph{' (Q/DQ int8)' if quantized else ''} "
+                                 f"session run", "providers": session.get_providers()}
 
 
 class OrtRunner(Runner):
@@ -23,10 +48,7 @@ class OrtRunner(Runner):
     def activate_impl(self):
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        if self.threads is not None:
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
+        options = session_options(self.threads)
         self.session = ort.InferenceSession(str(self.model_path), options,
                                             providers=self.providers)
         self.settings = {"providers": self.session.get_providers(),
@@ -51,3 +73,9 @@ class OrtCpu(Backend):
         path = ONNX_FOR_PRECISION[precision](subject)
         return OrtRunner(self.label(subject, precision), subject.spec.outputs, path,
                          ["CPUExecutionProvider"])
+
+    def initialise_runtime(self, precision: str, threads: int | None = None,
+                           cache_dir=None) -> dict:
+        del cache_dir
+        self._runtime, done = warm_session(["CPUExecutionProvider"], precision, threads)
+        return done

@@ -22,7 +22,7 @@ from infergate.artifacts import digest, versions
 from infergate.backends.base import Runner
 from infergate.backends.cuda import CudaBackend, DeviceFeedCache, device_facts, gpu_name
 from infergate.backends.gpu_memory import nvml_process_mb
-from infergate.backends.ort_cpu import OrtRunner
+from infergate.backends.ort_cpu import OrtRunner, warm_session
 from infergate.backends.tensorrt_runner import profile_shapes
 from infergate.onnx_transforms import fp16_onnx, static_int8_onnx
 
@@ -135,6 +135,15 @@ class OrtCuda(CudaBackend):
         return OrtGpuRunner(self.label(subject, precision), subject.spec.outputs, path,
                             providers, iobinding_mode())
 
+    def initialise_runtime(self, precision: str, threads: int | None = None,
+                           cache_dir=None) -> dict:
+        """A tiny session on the CUDA provider: CUDA context, cuBLAS/cuDNN loaded, the
+        provider's arena created."""
+        del cache_dir
+        providers = [("CUDAExecutionProvider", cuda_provider_options(precision))]
+        self._runtime, done = warm_session(providers, precision, threads)
+        return done
+
 
 # precision -> the graph the TensorRT EP reads: fp16 is TensorRT's own choice of fp16
 # kernels on the fp32 export; int8 is the static Q/DQ graph ort_cpu and openvino run too.
@@ -164,3 +173,15 @@ class OrtTrt(CudaBackend):
                      ("CUDAExecutionProvider", cuda_provider_options(precision))]
         return OrtGpuRunner(self.label(subject, precision), subject.spec.outputs, path,
                             providers, iobinding_mode())
+
+    def initialise_runtime(self, precision: str, threads: int | None = None,
+                           cache_dir=None) -> dict:
+        """A tiny session on the TensorRT provider (its engine built at the feed's shape, not
+        cached) with CUDA behind it: TensorRT's libraries and builder, the CUDA context."""
+        del cache_dir
+        trt_options = {"device_id": 0, "trt_fp16_enable": precision == "fp16",
+                       "trt_int8_enable": precision == "int8"}
+        providers = [("TensorrtExecutionProvider", trt_options),
+                     ("CUDAExecutionProvider", cuda_provider_options(precision))]
+        self._runtime, done = warm_session(providers, precision, threads)
+        return done

@@ -20,6 +20,7 @@ from infergate.artifacts import digest, versions
 from infergate.backends.base import Runner
 from infergate.backends.cuda import CudaBackend, device_facts, gpu_name
 from infergate.backends.gpu_memory import nvml_process_mb, trt_engine_mb
+from infergate.backends.warmup import FEATURES, tiny_feed, tiny_onnx
 
 # precision -> CreateConfig flags. fp8 is ready for when infergate has an fp8 precision id
 # (TensorRT's fp8 needs an explicitly quantized, Q/DQ graph rather than a calibrator).
@@ -180,3 +181,27 @@ class TensorRt(CudaBackend):
                                        f"{fixed} (EntropyCalibrator2)")
         return TensorRtRunner(self.label(subject, precision), subject.spec.outputs,
                               folder / "model.engine", settings)
+
+    def initialise_runtime(self, precision: str, threads: int | None = None,
+                           cache_dir=None) -> dict:
+        """An engine of the tiny graph (Q/DQ for int8) built from ONNX bytes with the
+        precision's config and run through Polygraphy's TrtRunner: TensorRT's libraries, the
+        ONNX parser, the builder and the CUDA context. Nothing cached: it builds in seconds."""
+        del threads, cache_dir
+        from polygraphy.backend.trt import (
+            CreateConfig,
+            EngineFromNetwork,
+            NetworkFromOnnxBytes,
+            Profile,
+            TrtRunner,
+        )
+
+        feed = tiny_feed()
+        shape = feed["x"].shape
+        profile = Profile().add("x", min=(1, FEATURES), opt=shape, max=shape)
+        config = CreateConfig(profiles=[profile], **create_config_kwargs(precision))
+        engine = EngineFromNetwork(NetworkFromOnnxBytes(tiny_onnx(precision == "int8")),
+                                   config=config)
+        with TrtRunner(engine, name="infergate-warmup") as runner:
+            runner.infer(feed)
+        return {"workload": f"tiny ONNX graph engine at {precision}, built and run"}

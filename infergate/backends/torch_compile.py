@@ -9,17 +9,25 @@ tier and points inductor's own on-disk cache at ours.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
 from infergate.backends.base import Backend, Runner
 from infergate.backends.cuda import cuda_unavailable_reason
 from infergate.backends.torch_cuda import TorchCudaRunner
-from infergate.backends.torch_eager import DTYPES, TorchRunner, convert_module
+from infergate.backends.torch_eager import DTYPES, TorchRunner, convert_module, tiny_module
 from infergate.progress import step
 
 DEVICE_ENV = "INFERGATE_TORCH_COMPILE_DEVICE"
 DEVICES = ("cpu", "cuda")
+
+
+def use_inductor_cache(cache_dir: Path) -> None:
+    """Inductor's FX-graph and kernel caches are content-keyed; keeping them in our cache dir
+    makes a warm run skip codegen. A user's own setting wins. Before inductor first runs: it
+    fixes its cache dir then."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(cache_dir) / "inductor"))
 
 
 def compile_device() -> str:
@@ -77,10 +85,29 @@ class TorchCompile(Backend):
 
     def prepare(self, subject, precision: str) -> Runner:
         device = compile_device()
-        # Inductor's FX-graph and kernel caches are content-keyed; keeping them in our cache
-        # dir makes a warm run skip codegen. A user's own setting wins.
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(subject.store.root / "inductor"))
+        use_inductor_cache(subject.store.root)
         module = convert_module(subject.module, precision).to(device)
         module = torch.compile(module, backend="inductor")
         return RUNNERS[device](self.label(subject, precision), subject.spec.outputs, module,
                                DTYPES[precision], subject.inputs(seed=0))
+
+    def initialise_runtime(self, precision: str, threads: int | None = None,
+                           cache_dir: Path | None = None) -> dict:
+        """A tiny Linear + ReLU compiled by inductor and run on the compile device: dynamo
+        and inductor imported, their caches and compile workers set up. Measured on an Intel
+        Xeon 2-core guest (CPU): 135-150 MB and 4 s with inductor's cache warm (13 s cold),
+        which the model's first compile paid before; the MLP then costs 33 MB."""
+        if cache_dir is not None:
+            use_inductor_cache(cache_dir)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        device = compile_device()
+        module, x = tiny_module(precision)
+        compiled = torch.compile(module.to(device), backend="inductor")
+        with torch.inference_mode():
+            compiled(x.to(device))
+        if device == "cuda":
+            torch.cuda.synchronize()
+        self._runtime = compiled
+        return {"workload": f"tiny Linear+ReLU at {precision}, inductor on {device}",
+                "inductor_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR")}

@@ -14,7 +14,13 @@ from infergate.backends.cuda import (
     tf32_state,
 )
 from infergate.backends.gpu_memory import nvml_process_mb, torch_cuda_mb
-from infergate.backends.torch_eager import DTYPES, TorchRunner, convert_module, to_torch
+from infergate.backends.torch_eager import (
+    DTYPES,
+    TorchRunner,
+    convert_module,
+    tiny_module,
+    to_torch,
+)
 
 
 class TorchCudaRunner(TorchRunner):
@@ -69,3 +75,17 @@ class TorchCuda(CudaBackend):
         module = convert_module(subject.module, precision).to("cuda")
         return TorchCudaRunner(self.label(subject, precision), subject.spec.outputs, module,
                                DTYPES[precision])
+
+    def initialise_runtime(self, precision: str, threads: int | None = None,
+                           cache_dir=None) -> dict:
+        """The CUDA context, the caching allocator and cuBLAS, by a tiny Linear + ReLU at
+        ``precision`` on the device: the context alone is hundreds of MB of host memory that
+        no model should be charged for."""
+        del cache_dir
+        if threads is not None:
+            torch.set_num_threads(threads)
+        module, x = tiny_module(precision)
+        with torch.inference_mode():
+            module.to("cuda")(x.to("cuda"))
+        torch.cuda.synchronize()
+        return {"workload": f"tiny Linear+ReLU at {precision} on cuda"}
