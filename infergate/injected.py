@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-UNIT = 48  # one unit: a 48x48x48 GEMM, ~0.1 M instructions
+UNIT = 48  # one unit: a 48x48x48 GEMM
+# Units are sized (counted) this many at a time: the counter's own switching overhead would
+# otherwise inflate one unit's count by about a fifth, and the injected work fall short.
+SIZING_UNITS = 100
 
 
 class InjectedWork:
@@ -21,7 +24,7 @@ class InjectedWork:
         self.out = np.empty_like(self.a)
         self.fraction = fraction
         self.per_call = 0.0  # units after each inference; set by ``size``
-        self._carry = 0.0
+        self._carry = 0.5  # rounds to the nearest unit, not down: +2 % stays +2 %
 
     def unit(self, count: int = 1) -> None:
         for _ in range(count):

@@ -34,10 +34,15 @@ CALLS = 1  # counted inferences per process: fixed, so counts compare between pr
 WARMUP = 2  # uncounted calls first: lazy initialisation and caches are not the model's cost
 # One process is ~2 min for MiniLM at seq 32 (callgrind runs code at ~5M instructions/s).
 TIMEOUT_S = 1800
+# The counted process gets a fixed environment, not the caller's: its size and contents move
+# the stack and heap layout, and with them allocator paths (ONNX Runtime's count moved 0.4 %
+# between a shell and a pytest run). Kept from the caller: what locates programs and files.
+KEEP = ("PATH", "HOME", "TMPDIR", "LD_LIBRARY_PATH")
 # Deterministic layout and thread pools (the probe pins intra-op threads to 1 itself); inductor
 # must not compile for the host's AVX-512, which valgrind's CPU lacks (SIGILL).
-ENVIRONMENT = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "OPENBLAS_NUM_THREADS": "1", "TORCHINDUCTOR_CPP_MARCH": "x86-64-v3"}
+ENVIRONMENT = {"LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
+               "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+               "TORCHINDUCTOR_CPP_MARCH": "x86-64-v3"}
 
 SHIM_SOURCE = r"""
 #include <valgrind/callgrind.h>
@@ -155,8 +160,10 @@ def spawn_counted(request: dict, *, source: Path, preexec_fn=None) -> dict:
     label = f"{request['model']}-{request['backend']}-{request['precision']}"
     with tempfile.TemporaryDirectory(prefix="callgrind-") as tmp:
         request = {**request, "mode": "instructions", "dump_dir": tmp}
-        env = {**os.environ, **ENVIRONMENT, "PYTHONPATH": os.pathsep.join(
-            [str(source), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        env = {**{k: v for k, v in os.environ.items()
+                  if k in KEEP or k.startswith("INFERGATE_")},
+               **ENVIRONMENT, "PYTHONPATH": os.pathsep.join(
+                   [str(source), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                    f"--callgrind-out-file={tmp}/callgrind.out.%p", "--error-limit=no",
                    sys.executable, "-m", "infergate.probe"]
@@ -184,9 +191,13 @@ def spawn_counted(request: dict, *, source: Path, preexec_fn=None) -> dict:
 
 THRESHOLD = 0.02
 BASELINE_PROCESSES = 3  # the spread of a count is taken from at least this many processes
-# Counts agree to ~1e-5 (ONNX Runtime) and ~5e-4 (torch eager) between processes; a spread
+# Counts agree to ~1e-5 (OpenVINO) and ~2e-3 (torch eager) between processes; a spread
 # beyond half the threshold leaves too little room to tell a change from the scatter.
 MAX_SPREAD_OF_THRESHOLD = 0.5
+# The least uncertainty a comparison assumes, however well the baseline's processes agreed:
+# torch eager's counts moved 0.17 % between processes here, and a fixed environment cannot
+# make a CI runner's paths and sizes identical to the machine that took the baseline.
+MIN_NOISE = 0.0025
 
 
 def spread(counts: list[float]) -> float:
@@ -212,31 +223,33 @@ def judge(label: str, counts: list[float], baseline: dict, *, threshold: float =
     """Judge this run's per-process counts against the baseline's.
 
     Both sides are judged on their minimum: the scatter seen is one-sided (about one ONNX
-    Runtime process in three counts an allocator consolidation inside the loop), so the
-    minimum is the figure of the code itself. Regressed when the minimum grew by more than
-    the threshold plus the baseline's own spread; insufficient when the baseline's processes
-    disagreed by more than half the threshold (the count is not reproducible enough to judge
-    at that threshold)."""
+    Runtime process in three counts an allocator consolidation inside the loop, +0.4-0.7 %),
+    so the minimum is the figure of the code itself. The change is known to within the
+    noise (the baseline's spread, at least MIN_NOISE). Regressed when it is beyond the noise
+    and a threshold-sized change is not ruled out (a real +2 % that measures +1.9 % must not
+    pass a 2 % gate); insufficient when the baseline's processes disagreed by more than half
+    the threshold (the count is not reproducible enough to judge at that threshold)."""
     from infergate.baselines import PerfVerdict
 
     old, new = baseline["per_inference"], min(counts)
-    noise = baseline.get("spread", 0.0)
+    spread_seen = baseline.get("spread", 0.0)
+    noise = max(spread_seen, MIN_NOISE)
     delta = new / old - 1.0
     figures = {"instructions_per_inference": new, "baseline_per_inference": old,
                "delta_pct": delta * 100, "threshold_pct": threshold * 100,
-               "spread_pct": noise * 100, "processes": len(counts),
-               "current_spread_pct": spread(counts) * 100}
+               "spread_pct": spread_seen * 100, "noise_pct": noise * 100,
+               "processes": len(counts), "current_spread_pct": spread(counts) * 100}
     note = version_note + (f" ({reason})" if reason else "")
     text = (f"instructions/inference {delta * 100:+.2f} % ({_m(old)} → {_m(new)}, threshold "
-            f"{threshold * 100:g} %, spread {noise * 100:.2g} %"
+            f"{threshold * 100:g} %, spread {spread_seen * 100:.2g} %"
             f"{f', {len(counts)} processes' if len(counts) > 1 else ''})")
     if noise > MAX_SPREAD_OF_THRESHOLD * threshold:
         return PerfVerdict(label, "insufficient",
                            f"{label} insufficient: the baseline's counts are not reproducible "
                            f"enough for a {threshold * 100:g} % threshold: {text}{note}", figures)
-    if delta > threshold + noise:
+    if delta > noise and delta >= threshold - noise:
         return PerfVerdict(label, "regressed", f"{label} {text}{note}", figures)
-    if delta < -(threshold + noise):
+    if delta < -noise and delta <= -(threshold - noise):
         return PerfVerdict(label, "improved",
                            f"{label} improved, consider updating the baseline: {text}{note}",
                            figures)
@@ -245,6 +258,6 @@ def judge(label: str, counts: list[float], baseline: dict, *, threshold: float =
 
 def moved(counts: list[float], baseline: dict, threshold: float = THRESHOLD) -> bool:
     """Whether the figure moved enough to be worth confirming in more processes: more than
-    the baseline's spread plus a quarter of the threshold, either way."""
+    the noise plus a quarter of the threshold, either way."""
     return abs(min(counts) / baseline["per_inference"] - 1.0) > (
-        baseline.get("spread", 0.0) + threshold / 4)
+        max(baseline.get("spread", 0.0), MIN_NOISE) + threshold / 4)

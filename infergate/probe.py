@@ -257,6 +257,7 @@ def probe(request: dict) -> dict:
 def count(request: dict) -> dict:
     """Under callgrind: instrument only ``CALLS`` warm inferences (``spawn_counted`` reads the
     dump). Injected work is sized in instructions, from one counted call and one unit."""
+    from infergate.injected import SIZING_UNITS
     from infergate.instructions import CALLS, LOOP_DUMP, WARMUP, Shim, dump_totals
     from infergate.measure import pin_threads
 
@@ -287,12 +288,13 @@ def count(request: dict) -> dict:
     work = InjectedWork(request.get("slowdown", 0.0))
     if work.fraction:
         for name, call in (("infergate-size-model", lambda: runner.run(feed)),
-                           ("infergate-size-unit", work.unit)):
+                           ("infergate-size-units", lambda: work.unit(SIZING_UNITS))):
             shim.start()
             call()
             shim.stop(name)
         totals = dump_totals(Path(request["dump_dir"]))
-        work.size(totals["infergate-size-model"], totals["infergate-size-unit"])
+        work.size(totals["infergate-size-model"],
+                  totals["infergate-size-units"] / SIZING_UNITS)
     shim.start()
     for _ in range(CALLS):
         runner.run(feed)

@@ -70,6 +70,10 @@ def memory_figure(memory: dict | None) -> float | None:
     return number(memory.get("model_peak_mb", memory.get("peak_rss_mb")))
 
 
+def _millions(value: float | None) -> float | None:
+    return None if value is None else value / 1e6
+
+
 @dataclass(frozen=True)
 class Figure:
     label: str
@@ -85,6 +89,9 @@ FIGURES = {
     "test_latency": Figure("p50 latency, ms", _path("latency", "p50_ms"), "{:.3g}"),
     "test_memory": Figure("model memory (peak RSS above the initialised runtime), MB",
                           lambda entry: memory_figure(entry.get("memory")), "{:.4g}"),
+    "test_instructions": Figure("instructions per inference (callgrind), millions",
+                                lambda entry: _millions(_path("instructions", "per_inference")(
+                                    entry)), "{:.4g}"),
 }
 
 
@@ -139,7 +146,7 @@ def by_test(document: dict) -> dict[str, list[dict]]:
 
 
 def is_performance(entries: list[dict]) -> bool:
-    return any("latency" in e or "memory" in e for e in entries)
+    return any(kind in e for e in entries for kind in PERF_KINDS)
 
 
 def _blank_skip(entry: dict) -> bool:
@@ -168,11 +175,15 @@ def problems(document: dict) -> list[dict]:
     return [e for e in document["results"] if e.get("outcome") in BROKEN]
 
 
+PERF_KINDS = ("latency", "memory", "instructions")
+
+
 @dataclass
 class PerfRow:
     label: str
     latency: dict | None = None
     memory: dict | None = None
+    instructions: dict | None = None
     speedup: float | None = None
 
     def figure(self, kind: str, key: str):
@@ -192,8 +203,7 @@ class PerfRow:
 
     @property
     def measured(self) -> bool:
-        return any(e and (kind in e) for kind, e in (("latency", self.latency),
-                                                      ("memory", self.memory)))
+        return any((getattr(self, kind) or {}).get(kind) for kind in PERF_KINDS)
 
 
 def _signed(value) -> str:
@@ -213,6 +223,10 @@ PERF_COLUMNS = (
     ("memory verdict", lambda r, s: r.verdict("memory", s)),
     ("runtime MB (not gated)",
      lambda r, s: fmt(r.figure("memory", "runtime_overhead_mb"), "{:.4g}")),
+    ("M instructions", lambda r, s: fmt(_millions(r.figure("instructions", "per_inference")),
+                                        "{:.4g}")),
+    ("Δ instructions", lambda r, s: fmt(r.figure("instructions", "delta_pct"), "{:+.2f} %")),
+    ("instructions verdict", lambda r, s: r.verdict("instructions", s)),
 )
 
 
@@ -226,9 +240,9 @@ def perf_table(rows: list[PerfRow], symbols: dict[str, str] = SYMBOLS
 
 
 def _slot(entry: dict) -> str:
-    if "memory" in entry or ("latency" not in entry and "memory" in entry["test"]):
-        return "memory"
-    return "latency"
+    """Which figure an entry carries (a skip without figures: by its test's name)."""
+    return next((kind for kind in PERF_KINDS if kind in entry),
+                next((kind for kind in PERF_KINDS[1:] if kind in entry["test"]), "latency"))
 
 
 def performance_rows(document: dict) -> list[PerfRow]:

@@ -86,7 +86,8 @@ def project(pytester, tmp_path_factory):
     pytester.makepyfile(**{path.stem: path.read_text() for path in (
         REPO / "suites/accuracy/test_equivalence.py",
         REPO / "suites/performance/test_latency.py",
-        REPO / "suites/performance/test_memory.py")})
+        REPO / "suites/performance/test_memory.py",
+        REPO / "suites/performance/test_instructions.py")})
     cache = tmp_path_factory.getbasetemp() / "plugin-cache"  # shared: export once
     reports = pytester.path / "out"
 

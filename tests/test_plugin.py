@@ -5,9 +5,11 @@ from dataclasses import replace
 
 import pytest
 
+from infergate import instructions
 from infergate.backends import all_backends
 from infergate.models import all_models
 from infergate.revision import PROJECT
+from infergate.spec import PerfOverride
 
 
 def test_unknown_model_is_a_usage_error_listing_valid_names(project):
@@ -78,7 +80,7 @@ def test_performance_gate_end_to_end(project, pytester, controlled_timings):
     # out +30 % at 99.9 % once the 3 % run spread is added, and the verdict stays undecided.
     select = ("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32",
               "--perf-min-time", "0.1", "--perf-threshold", "0.3", "--perf-confirm", "2",
-              "--benchmark-disable", "-rs")
+              "--perf-wall-time", "gate", "--benchmark-disable", "-rs")
     perf_tests = ("test_latency.py", "test_memory.py")
     result, _ = project(*select, tests=perf_tests)
     result.assert_outcomes(skipped=2)
@@ -106,6 +108,14 @@ def test_performance_gate_end_to_end(project, pytester, controlled_timings):
     latency = data["results"][0]["latency"]
     assert latency["verdict"] == "regressed"
     assert latency["normalised_delta_pct"] == pytest.approx(60, abs=2)
+
+    # The smoke tier's default reports wall time without gating it: a skip with the verdict.
+    reported = [a for a in select if a not in ("--perf-wall-time", "gate")]
+    result, data = project(*reported, "--perf-slowdown", "0.6", tests=("test_latency.py",))
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*wall time reported, not gated in the smoke tier*regressed*"
+                                 "normalised p50 +*"])
+    assert data["results"][0]["latency"]["verdict"] == "regressed"
 
 
 @pytest.mark.skipif(not (PROJECT / ".git").exists(), reason="not a git checkout")
@@ -150,3 +160,36 @@ def test_a_b_against_a_revision_end_to_end(project, controlled_timings):
     # The slowdown is injected into this tree's probes only, never into HEAD's.
     assert {(source == PROJECT, slowdown) for source, slowdown, _ in probes} == {
         (True, 0.3), (False, 0.0)}
+
+
+@pytest.mark.skipif(instructions.unavailable_reason() is not None,
+                    reason=str(instructions.unavailable_reason()))
+def test_instruction_gate_end_to_end(project, pytester, monkeypatch):
+    """Real callgrind counts: the update takes three processes, an injected slowdown (real
+    GEMM work) fails with its numbers, confirmed in three processes. Deterministic: counts
+    do not depend on the runner's load."""
+    # The MLP is too small for the suite to count (per-op overhead; its ONNX Runtime count
+    # scatters ~2 % between processes), but cheap to count here, at a looser threshold.
+    spec = replace(all_models()["mlp"], uncountable="", perf_overrides={
+        "ort_cpu": PerfOverride("the MLP's count scatters ~2 %", instructions=0.2)})
+    for module in ("infergate.matrix", "infergate.workspace"):
+        monkeypatch.setattr(f"{module}.all_models", lambda: {"mlp": spec})
+    select = ("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32", "-rs",
+              "-p", "no:randomly", "--benchmark-disable")
+    result, _ = project(*select, "--update-baselines", tests=("test_instructions.py",))
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*no instruction-count baseline for callgrind-*"])
+    stored = list((pytester.path / "baselines").glob("callgrind-*.json"))
+    assert len(stored) == 1
+    entry = json.loads(stored[0].read_text())["entries"]["mlp/ort_cpu/fp32"]["instructions"]
+    assert len(entry["processes"]) == instructions.BASELINE_PROCESSES
+    assert 0 <= entry["spread"] < 0.1 and entry["valgrind"] == instructions.valgrind_version()
+
+    # +50 %: the MLP's count is ~0.3M, so smaller fractions round to no whole GEMM unit.
+    result, data = project(*select, "--perf-slowdown", "0.5", tests=("test_instructions.py",))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*mlp-ort_cpu-fp32 instructions/inference +*% (*M → *M, "
+                                 "threshold 20 %, spread *%, 3 processes) (the MLP's count "
+                                 "scatters ~2 %)*"])
+    counted = data["results"][0]["instructions"]
+    assert counted["verdict"] == "regressed" and len(counted["processes"]) == 3

@@ -52,6 +52,9 @@ def sample_results():
         entry("test_memory", "mlp", "ort_cpu", "fp32", "passed",
               memory={"peak_rss_mb": 310.0, "baseline_mb": 300.0, "delta_pct": 3.3,
                       "verdict": "pass"}),
+        entry("test_instructions", "mlp", "ort_cpu", "fp32", "failed", "+2.3 %",
+              instructions={"per_inference": 96.62e6, "baseline_per_inference": 94.45e6,
+                            "delta_pct": 2.3, "verdict": "regressed"}),
     ]
 
 
@@ -72,7 +75,7 @@ def test_results_json_has_a_summary_per_outcome(reports):
     assert data["schema"] == SCHEMA
     summary = data["summary"]
     assert (summary["total"], summary["passed"], summary["failed"], summary["error"],
-            summary["xfailed"], summary["skipped"], summary["xpassed"]) == (10, 5, 2, 1, 1, 1, 0)
+            summary["xfailed"], summary["skipped"], summary["xpassed"]) == (11, 5, 3, 1, 1, 1, 0)
     assert summary["by_test"]["test_equivalence"]["failed"] == 1
     assert all({"outcome", "reason"} <= e.keys() for e in data["results"])
 
@@ -96,6 +99,8 @@ def test_summary_md_performance_table(reports):
     # p50, baseline, delta, verdict, speed-up over torch fp32 (2.0 / 1.0), peak, baseline, delta
     assert cells[1:10] == ["1", "0.8", "+25.0 %", "❌ regressed", "2.00×", "310", "300",
                            "+3.3 %", "✅ pass"]
+    # runtime MB (none recorded), then the instruction count, its change and verdict
+    assert cells[10:14] == ["", "96.62", "+2.30 %", "❌ regressed"]
 
 
 def test_html_is_self_contained_and_escaped(reports):
@@ -117,7 +122,8 @@ def test_html_cells_link_to_their_full_message(reports):
 
 def test_html_and_markdown_without_performance_entries(tmp_path, monkeypatch):
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    results = [e for e in sample_results() if "latency" not in e and "memory" not in e]
+    results = [e for e in sample_results()
+               if not {"latency", "memory", "instructions"} & e.keys()]
     paths = write_reports(tmp_path, sample_document(results=results))
     assert "Performance" not in paths["summary.md"].read_text()
     assert 'id="chart-latency"' not in paths["report.html"].read_text()

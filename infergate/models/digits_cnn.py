@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from infergate.spec import Dim, ModelSpec, TaskCheck, input_generator
+from infergate.spec import TOO_SMALL_TO_COUNT, Dim, ModelSpec, TaskCheck, input_generator
 
 _STEPS = 100  # full-batch Adam steps: ~98% held-out accuracy in ~2 s on 2 cores
 _TEST_FRACTION = 0.25  # 450 held-out images
@@ -113,4 +113,5 @@ SPEC = ModelSpec(
     ),
     calibration=_calibration,
     tier="smoke",
+    uncountable=TOO_SMALL_TO_COUNT,
 )

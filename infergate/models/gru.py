@@ -4,7 +4,7 @@ where exporters must keep the sequence length dynamic through a loop."""
 import torch
 from torch import nn
 
-from infergate.spec import Dim, ModelSpec, input_generator
+from infergate.spec import TOO_SMALL_TO_COUNT, Dim, ModelSpec, input_generator
 
 VOCAB, EMBED, HIDDEN, CLASSES = 1000, 32, 64, 4
 
@@ -41,4 +41,5 @@ SPEC = ModelSpec(
     dims={"batch": Dim(1, 16, 4), "seq": Dim(2, 64, 16)},
     dynamic_axes={"tokens": {0: "batch", 1: "seq"}},
     tier="smoke",
+    uncountable=TOO_SMALL_TO_COUNT,
 )

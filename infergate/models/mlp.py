@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from infergate.spec import Dim, ModelSpec, input_generator
+from infergate.spec import TOO_SMALL_TO_COUNT, Dim, ModelSpec, input_generator
 
 
 class Mlp(nn.Module):
@@ -36,4 +36,5 @@ SPEC = ModelSpec(
     dims={"batch": Dim(1, 64, 8)},
     dynamic_axes={"pixels": {0: "batch"}},
     tier="smoke",
+    uncountable=TOO_SMALL_TO_COUNT,
 )
