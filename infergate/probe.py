@@ -161,14 +161,27 @@ def _rss_parts_mb() -> dict[str, float]:
     return parts
 
 
+def _combination(request: dict):
+    """The request's backend, its model under test (artifacts found by the fingerprint, no
+    torch module built) and the seeded feed."""
+    from infergate.artifacts import ArtifactStore
+    from infergate.backends import all_backends
+    from infergate.models import all_models
+    from infergate.subject import ModelUnderTest
+
+    subject = ModelUnderTest(all_models()[request["model"]],
+                             ArtifactStore(Path(request["cache_dir"])),
+                             fingerprint=request["fingerprint"])
+    return (all_backends()[request["backend"]], subject,
+            subject.inputs(seed=0, **request["dims"]))
+
+
 def probe(request: dict) -> dict:
     from infergate.measure import pin_threads
 
     threads = request["threads"]
     pinned = pin_threads(threads)  # before frameworks start their pools
 
-    from infergate.artifacts import ArtifactStore
-    from infergate.backends import all_backends
     from infergate.backends.warmup import build_graphs
     from infergate.measure import (
         Calibration,
@@ -178,17 +191,11 @@ def probe(request: dict) -> dict:
         peak_rss_bytes,
         reset_peak_rss,
     )
-    from infergate.models import all_models
-    from infergate.subject import ModelUnderTest
 
-    spec = all_models()[request["model"]]
-    backend = all_backends()[request["backend"]]
+    backend, subject, feed = _combination(request)
     for module in backend.requires + backend.precision_requires.get(request["precision"], ()):
         importlib.import_module(module)  # library load is not the model's memory
-    subject = ModelUnderTest(spec, ArtifactStore(Path(request["cache_dir"])),
-                             fingerprint=request["fingerprint"])
     dims = request["dims"]
-    feed = subject.inputs(seed=0, **dims)
 
     # Memory in three layers (issue 11). The harness's own: the latency yardstick's buffers
     # and numpy's BLAS. The runtime's: what the framework costs before any model - its code
@@ -267,16 +274,7 @@ def count(request: dict) -> dict:
     if not shim.on_valgrind:
         raise RuntimeError("counting needs valgrind: run it through spawn_counted")
 
-    from infergate.artifacts import ArtifactStore
-    from infergate.backends import all_backends
-    from infergate.models import all_models
-    from infergate.subject import ModelUnderTest
-
-    spec = all_models()[request["model"]]
-    backend = all_backends()[request["backend"]]
-    subject = ModelUnderTest(spec, ArtifactStore(Path(request["cache_dir"])),
-                             fingerprint=request["fingerprint"])
-    feed = subject.inputs(seed=0, **request["dims"])
+    backend, subject, feed = _combination(request)
     clock.append(time.perf_counter())
     runner = backend.prepare(subject, request["precision"])
     runner.threads = 1
