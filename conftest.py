@@ -4,5 +4,6 @@ pytest_plugins = [
     "fixtures.results",
     "fixtures.properties",
     "fixtures.performance",
+    "fixtures.instruction_counts",
     "pytester",  # the harness's own plugin tests (tests/test_plugin.py)
 ]

@@ -6,13 +6,13 @@ import pytest
 pytestmark = pytest.mark.matrix(performance=True)
 
 
-def test_instructions(combo, counted, perf, record):
-    baseline = perf.count_baseline(combo)
+def test_instructions(combo, counted, counts, record):
+    baseline = counts.baseline(combo)
     figures = counted[0]["instructions"]
     if baseline is None:
         record(instructions={**figures, "verdict": "no-baseline"})
-        pytest.skip(perf.no_count_baseline(combo))
-    verdict = perf.judge_instructions(combo, baseline)
+        pytest.skip(counts.no_baseline(combo))
+    verdict = counts.judge(combo, baseline)
     record(instructions={**figures, **verdict.figures, "verdict": verdict.status,
                          "processes": [r["instructions"]["per_inference"] for r in counted]},
            perf_message=verdict.message)

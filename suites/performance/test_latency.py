@@ -8,7 +8,7 @@ from infergate import baselines
 pytestmark = pytest.mark.matrix(performance=True)
 
 
-def test_latency(combo, measurement, perf, benchmark, record):
+def test_latency(combo, measurement, perf, counts, benchmark, record):
     latency = measurement["latency"]
     feed_benchmark(benchmark, latency["samples_ms"], {
         **{k: latency[k] for k in ("p50_ms", "p90_ms", "p99_ms", "cov", "normalised",
@@ -16,7 +16,7 @@ def test_latency(combo, measurement, perf, benchmark, record):
         **{k: measurement["memory"].get(k) for k in baselines.MEMORY_FIGURES},
         "cold_start": measurement["cold_start"], "threads": perf.threads,
         # test_instructions runs first (file order): its count, where this session took one.
-        "instructions_per_inference": perf.counted(combo)})
+        "instructions_per_inference": counts.counted(combo)})
     if perf.against:
         verdict = perf.judge_against(combo)
         if verdict is None:
