@@ -32,11 +32,12 @@ INSTALL = "install it with `apt-get install valgrind` (Debian/Ubuntu; .ci/run do
 LOOP_DUMP = "infergate-loop"  # the name of the dump that holds the counted loop
 CALLS = 1  # counted inferences per process: fixed, so counts compare between processes
 WARMUP = 2  # uncounted calls first: lazy initialisation and caches are not the model's cost
-# One process is ~2 min for MiniLM at seq 32 (callgrind runs code at ~5M instructions/s).
+# A MiniLM-short process takes 20-150 s (torch.compile ~250 s: it compiles under valgrind).
 TIMEOUT_S = 1800
 # The counted process gets a fixed environment, not the caller's: its size and contents move
-# the stack and heap layout, and with them allocator paths (ONNX Runtime's count moved 0.4 %
-# between a shell and a pytest run). Kept from the caller: what locates programs and files.
+# the stack and heap layout, and with them allocator paths (ONNX Runtime's count sat 0.4 %
+# higher in every process of a pytest run than from a shell, until the environment was
+# fixed). Kept from the caller: what locates programs and files.
 KEEP = ("PATH", "HOME", "TMPDIR", "LD_LIBRARY_PATH")
 # Deterministic layout and thread pools (the probe pins intra-op threads to 1 itself); inductor
 # must not compile for the host's AVX-512, which valgrind's CPU lacks (SIGILL).
