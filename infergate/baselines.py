@@ -195,10 +195,6 @@ def now() -> str:
 
 def version_note(baseline: dict) -> str:
     """What changed in the libraries since ``baseline`` (an entry) was taken, for messages."""
-    return _version_note(baseline)
-
-
-def _version_note(baseline: dict) -> str:
     now = environment.describe()["libraries"]
     changed = [f"{lib} {old}, now {now.get(lib, 'absent')}"
                for lib, old in sorted(baseline.get("libraries", {}).items())
@@ -339,7 +335,7 @@ def judge_latency(label: str, current: list[dict], baseline: dict, *, threshold:
     counted = (f" ({len(current)} fresh process{'es' * (len(current) > 1)} vs "
                f"{len(old_processes)} " + (f"of {against}, alternating in this run)" if against
                                            else "in the baseline)"))
-    note = _version_note(baseline) + (f" ({reason})" if reason else "")
+    note = version_note(baseline) + (f" ({reason})" if reason else "")
     g = [checks[n] for n in gated]
     figures["delta_pct"] = max(c.delta_pct for c in g)  # the gated figure's change (reports)
     if all(c.ci_low > 1 and c.ci_high > limit for c in g):
@@ -465,7 +461,7 @@ def judge_memory(label: str, measured: dict, baseline: dict, *, threshold: float
     delta = _pct(new, old) if old else math.inf
     figures.update({"baseline_mb": old, "delta_pct": delta, "limit_mb": limit,
                     "baseline_runtime_overhead_mb": old_runtime})
-    note = _version_note(baseline) + (f" ({reason})" if reason else "")
+    note = version_note(baseline) + (f" ({reason})" if reason else "")
     overhead = ""
     if runtime is not None:
         was = f", baseline {old_runtime:.1f} MB" if old_runtime is not None else ""
