@@ -9,6 +9,9 @@ verdicts per injected slowdown (real work, sized in instructions: ``infergate.in
 Each verdict follows the suite's flow: one process, confirmed by more when it moved
 (``--no-confirm``: the first process only). Counts do not depend on load, so every process
 runs in parallel, one per core.
+
+``--from FILE`` adds the counts of an earlier run: every verdict, old and new, is judged
+again from its stored counts by the current rule (``instructions.judge``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ def _parse(combo: str) -> tuple[str, str, str]:
     if model not in all_models() or backend not in all_backends():
         raise SystemExit(f"unknown combination {combo!r}")
     return model, backend, precision
+
+
+def _scatter(combo: str) -> float:
+    return all_backends()[_parse(combo)[1]].count_scatter
 
 
 def run(combos: list[str], store: ArtifactStore, args) -> dict:
@@ -72,21 +79,29 @@ def run(combos: list[str], store: ArtifactStore, args) -> dict:
                for c, r in results.items()}
     moved = [(combo, slowdown, counted) for combo, slowdown, counted in firsts
              if args.confirm and instructions.moved(
-                 [counted[0]["instructions"]["per_inference"]], entries[combo])]
+                 [counted[0]["instructions"]["per_inference"]], entries[combo],
+                 scatter=_scatter(combo))]
     extra = instructions.BASELINE_PROCESSES - 1
     confirmations = count_all([(c, s) for c, s, _ in moved for _ in range(extra)])
     for i, (_, _, counted) in enumerate(moved):
         counted += confirmations[i * extra:(i + 1) * extra]
     for combo, slowdown, counted in firsts:
-        counts = [r["instructions"]["per_inference"] for r in counted]
-        verdict = instructions.judge(combo, counts, entries[combo])
         results[combo]["verdicts"].append({
-            "slowdown": slowdown, "status": verdict.status, "message": str(verdict),
-            "counts": counts, "seconds": [sum(r["instructions"]["phases_s"].values())
-                                          for r in counted]})
+            "slowdown": slowdown, "counts": [r["instructions"]["per_inference"] for r in counted],
+            "seconds": [sum(r["instructions"]["phases_s"].values()) for r in counted]})
     for combo, bucket in results.items():
         bucket["entry"] = entries[combo]
         bucket["baseline"] = [r["instructions"] for r in bucket["baseline"]]
+    return results
+
+
+def rejudge(results: dict) -> dict:
+    """Each verdict from its stored counts, by the current rule."""
+    for combo, bucket in results.items():
+        for verdict in bucket["verdicts"]:
+            judged = instructions.judge(combo, verdict["counts"], bucket["entry"],
+                                        scatter=_scatter(combo))
+            verdict.update(status=judged.status, message=str(judged))
     return results
 
 
@@ -114,7 +129,10 @@ def summarise(results: dict) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infergate.count_benchmark",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--combos", required=True, help="comma list of model-backend-precision")
+    parser.add_argument("--combos", default="", help="comma list of model-backend-precision")
+    parser.add_argument("--from", dest="earlier", type=Path, action="append", default=[],
+                        help="an earlier run's output whose counts join this one's "
+                             "(repeatable)")
     parser.add_argument("--aa", type=int, default=10, help="unchanged verdicts per combination")
     parser.add_argument("--slowdowns", default="0.02,0.05",
                         type=lambda s: [float(x) for x in s.split(",") if x])
@@ -126,12 +144,19 @@ def main(argv=None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache/infergate"))
     parser.add_argument("--out", type=Path, default=Path("reports/count-benchmark.json"))
     args = parser.parse_args(argv)
+    combos = [c for c in args.combos.split(",") if c]
     missing = instructions.unavailable_reason()
-    if missing:
+    if combos and missing:
         print(f"cannot count instructions: {missing}", file=sys.stderr)
         return 2
-    results = run(args.combos.split(","), ArtifactStore(args.cache_dir), args)
-    summary = summarise(results)
+    results = {}
+    for earlier in args.earlier:
+        results.update(json.loads(earlier.read_text())["results"])
+    if combos:
+        results.update(run(combos, ArtifactStore(args.cache_dir), args))
+    if not results:
+        parser.error("nothing to judge: give --combos and/or --from")
+    summary = summarise(rejudge(results))
     atomic_write_text(args.out, json.dumps({
         "machine": environment.describe()["machine"], "valgrind": instructions.valgrind_version(),
         "threshold": instructions.THRESHOLD, "confirm": args.confirm, "summary": summary,

@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 from infergate import instructions
+from infergate.backends import all_backends
 from infergate.injected import InjectedWork
 
 BASE = {"per_inference": 94.45e6, "spread": 0.0002, "processes": [94.45e6, 94.46e6, 94.47e6]}
@@ -28,6 +29,19 @@ def test_unchanged_code_passes_and_a_near_threshold_change_fails():
     wide = {**BASE, "spread": 0.007}
     assert instructions.judge("x", [94.45e6 * 1.006], wide).status == "pass"
     assert instructions.judge("x", [94.45e6 * 1.014], wide).status == "regressed"
+
+
+def test_a_backends_declared_scatter_widens_the_noise_both_ways():
+    # ONNX Runtime: two allocator states ~0.4 % apart; a baseline taken all in the upper one
+    # sees a real +2 % as +1.54 % (measured), and must still fail it.
+    ort = all_backends()["ort_cpu"].count_scatter
+    high = {**BASE, "per_inference": 94.83e6}
+    assert instructions.judge("x", [94.83e6 * 1.0154], high).status == "pass"
+    verdict = instructions.judge("x", [94.83e6 * 1.0154], high, scatter=ort)
+    assert verdict.status == "regressed" and "noise 0.53 %" in str(verdict)
+    # Unchanged code in the lower state is no improvement, and no false alarm.
+    assert instructions.judge("x", [94.44e6], high, scatter=ort).status == "pass"
+    assert instructions.moved([94.44e6], high, scatter=ort) is False
 
 
 def test_the_minimum_of_processes_discounts_a_one_sided_outlier():

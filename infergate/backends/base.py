@@ -90,6 +90,9 @@ class Backend:
     tier: str = "smoke"  # the cheapest tier this backend runs in
     requires: tuple[str, ...] = ()  # importable modules it needs
     precision_requires: dict[str, tuple[str, ...]] = {}  # extra modules for one precision
+    # Instructions an inference's count can move between processes of unchanged code, whatever
+    # the model (allocator state): the instruction gate's least uncertainty for this backend.
+    count_scatter: int = 0
 
     def unavailable_reason(self, precision: str | None = None) -> str | None:
         """Why this backend (at ``precision``) cannot run here, or None.

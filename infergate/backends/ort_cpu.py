@@ -68,6 +68,10 @@ class OrtCpu(Backend):
     name = "ort_cpu"
     precisions = tuple(ONNX_FOR_PRECISION)
     requires = ("onnxruntime",)
+    # MiniLM-short fp32 under callgrind, 25 processes of one build: two states 300-475k
+    # instructions apart (memset and ORT's allocation paths), the lower one in 1-2 of 6
+    # processes, never the same state for all processes of a run.
+    count_scatter = 500_000
 
     def prepare(self, subject, precision: str) -> Runner:
         path = ONNX_FOR_PRECISION[precision](subject)
