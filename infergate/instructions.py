@@ -249,7 +249,8 @@ def judge(label: str, counts: list[float], baseline: dict, *, threshold: float =
                "spread_pct": spread_seen * 100, "noise_pct": uncertainty * 100,
                "processes": len(counts), "current_spread_pct": spread(counts) * 100}
     note = version_note + (f" ({reason})" if reason else "")
-    shown = f", noise {uncertainty * 100:.2g} %" if uncertainty > max(spread_seen, MIN_NOISE) else ""
+    wider = uncertainty > max(spread_seen, MIN_NOISE)  # the backend's scatter decides
+    shown = f", noise {uncertainty * 100:.2g} %" if wider else ""
     text = (f"instructions/inference {delta * 100:+.2f} % ({_m(old)} → {_m(new)}, threshold "
             f"{threshold * 100:g} %, spread {spread_seen * 100:.2g} %"
             f"{shown}"
