@@ -1,5 +1,6 @@
 pytest_plugins = [
     "fixtures.options",
+    "fixtures.isolation",
     "fixtures.matrix",
     "fixtures.results",
     "fixtures.properties",

@@ -156,6 +156,7 @@ def dump_totals(directory: Path) -> dict[str, int]:
 def spawn_counted(request: dict, *, source: Path, preexec_fn=None) -> dict:
     """Run ``python -m infergate.probe`` under callgrind with instrumentation off except
     around the probe's counted loop; returns the probe's reply with ``instructions`` added."""
+    from infergate.failures import ChildFailure, describe_exit
     from infergate.probe import ProbeError
 
     label = f"{request['model']}-{request['backend']}-{request['precision']}"
@@ -173,8 +174,13 @@ def spawn_counted(request: dict, *, source: Path, preexec_fn=None) -> dict:
                                   text=True, env=env, timeout=TIMEOUT_S, preexec_fn=preexec_fn,
                                   cwd=source)
         except subprocess.TimeoutExpired:
-            raise ProbeError(f"{label}: counting under callgrind took over {TIMEOUT_S} s") \
-                from None
+            raise ChildFailure("timeout", label, "instruction count (under callgrind)",
+                               f"no reply within its limit of {TIMEOUT_S} s; the process was "
+                               f"killed", "") from None
+        if proc.returncode < 0:
+            raise ChildFailure("crashed", label, "instruction count (under callgrind)",
+                               f"the counting process ended with "
+                               f"{describe_exit(proc.returncode)}", proc.stderr[-4000:])
         if proc.returncode != 0 or not proc.stdout.strip():
             raise ProbeError(f"{label}: callgrind process exited {proc.returncode}:\n"
                              f"{proc.stderr[-4000:]}")

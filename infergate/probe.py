@@ -20,6 +20,7 @@ from dataclasses import asdict
 from itertools import pairwise
 from pathlib import Path
 
+from infergate.failures import ChildFailure, describe_exit
 from infergate.injected import InjectedWork
 
 MB = 2**20
@@ -41,8 +42,18 @@ def run_probe(subject, backend, precision: str, *, threads: int, min_time_s: flo
     request = probe_request(subject.spec.name, backend.name, precision, subject.store.root,
                             subject.fingerprint, dims=subject.spec.benchmark_dims(),
                             threads=threads, min_time_s=min_time_s, slowdown=slowdown)
+    request.update(where_found(subject, backend))
     return spawn_probe(request, source=Path(__file__).resolve().parents[1],
                        lock_dir=subject.store.root)
+
+
+def where_found(subject, backend) -> dict:
+    """Where a fresh process finds the spec and backend classes: a user's or a planted
+    fault's as well as the registry's."""
+    from infergate.isolation import spec_reference
+
+    return {"spec_ref": spec_reference(subject.spec),
+            "backend_ref": (type(backend).__module__, type(backend).__qualname__)}
 
 
 def counted_request(subject, backend, precision: str, *, slowdown: float = 0.0) -> dict:
@@ -54,6 +65,7 @@ def counted_request(subject, backend, precision: str, *, slowdown: float = 0.0) 
     request = probe_request(subject.spec.name, backend.name, precision, subject.store.root,
                             subject.fingerprint, dims=subject.spec.benchmark_dims(),
                             threads=1, min_time_s=0.0, slowdown=slowdown)
+    request.update(where_found(subject, backend))
     request["shim"] = str(shim_path(subject.store.root))
     return request
 
@@ -95,14 +107,27 @@ def spawn_probe(request: dict, *, source: Path, lock_dir: Path) -> dict:
         [str(source), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     label = f"{request['model']}-{request['backend']}-{request['precision']}"
     with measurement_lock(lock_dir):
-        proc = subprocess.run([sys.executable, "-m", "infergate.probe"],
-                              input=json.dumps(request), capture_output=True, text=True,
-                              env=env, timeout=TIMEOUT_S, preexec_fn=_fixed_layout,
-                              cwd=source)  # `-m` puts the cwd first on sys.path
+        try:
+            proc = subprocess.run([sys.executable, "-m", "infergate.probe"],
+                                  input=json.dumps(request), capture_output=True, text=True,
+                                  env=env, timeout=TIMEOUT_S, preexec_fn=_fixed_layout,
+                                  cwd=source)  # `-m` puts the cwd first on sys.path
+        except subprocess.TimeoutExpired as exc:
+            raise ChildFailure("timeout", label, "measurement (fresh process)",
+                               f"no reply within its limit of {TIMEOUT_S} s; the measuring "
+                               f"process was killed", _text(exc.stderr)[-4000:]) from None
+    if proc.returncode < 0:  # a signal: the backend crashed (or was killed)
+        raise ChildFailure("crashed", label, "measurement (fresh process)",
+                           f"the measuring process ended with {describe_exit(proc.returncode)}",
+                           proc.stderr[-4000:])
     if proc.returncode != 0 or not proc.stdout.strip():
         raise ProbeError(f"{label}: measuring process exited {proc.returncode}:\n"
                          f"{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _text(output) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
 
 
 ADDR_NO_RANDOMIZE = 0x0040000  # linux/personality.h
@@ -169,11 +194,15 @@ def _combination(request: dict):
     from infergate.models import all_models
     from infergate.subject import ModelUnderTest
 
-    subject = ModelUnderTest(all_models()[request["model"]],
-                             ArtifactStore(Path(request["cache_dir"])),
+    if "spec_ref" in request:
+        from infergate.isolation import find_backend, find_spec
+
+        spec, backend = find_spec(*request["spec_ref"]), find_backend(*request["backend_ref"])
+    else:  # a request from before references (another revision's infergate)
+        spec, backend = all_models()[request["model"]], all_backends()[request["backend"]]
+    subject = ModelUnderTest(spec, ArtifactStore(Path(request["cache_dir"])),
                              fingerprint=request["fingerprint"])
-    return (all_backends()[request["backend"]], subject,
-            subject.inputs(seed=0, **request["dims"]))
+    return backend, subject, subject.inputs(seed=0, **request["dims"])
 
 
 def probe(request: dict) -> dict:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from html import escape
 
 from infergate.report_view import (
+    BROKEN,
     FIGURES,
     OUTCOMES,
     Grid,
@@ -28,12 +29,12 @@ from infergate.report_view import (
     settings_by_column,
 )
 
-COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "error": "#6a1b9a", "xfailed": "#ef6c00",
-           "xpassed": "#ad1457", "skipped": "#9e9e9e"}
+COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "error": "#6a1b9a", "crashed": "#000000",
+           "timeout": "#4e342e", "xfailed": "#ef6c00", "xpassed": "#ad1457", "skipped": "#9e9e9e"}
 SERIES = ("#1565c0", "#e65100")
 # Words, not emoji: a headless or minimal browser may have no emoji font; cells are coloured.
-LABELS = {"passed": "pass", "failed": "FAIL", "error": "ERROR", "xfailed": "xfail",
-          "xpassed": "XPASS", "skipped": "skip"}
+LABELS = {"passed": "pass", "failed": "FAIL", "error": "ERROR", "crashed": "CRASH",
+          "timeout": "TIMEOUT", "xfailed": "xfail", "xpassed": "XPASS", "skipped": "skip"}
 RAW_LIST_LIMIT = 20
 
 CSS = """
@@ -55,11 +56,13 @@ table.grid td.c a{color:inherit;text-decoration:none;display:block}
 table.grid td.empty{background:#fafafa}
 td.passed{background:#2e7d32}td.failed{background:#c62828}td.error{background:#6a1b9a}
 td.xfailed{background:#ef6c00}td.xpassed{background:#ad1457}td.skipped{background:#9e9e9e}
+td.crashed{background:#000}td.timeout{background:#4e342e}
 details{border-left:4px solid #9e9e9e;margin:6px 0;padding:2px 10px;background:#fafbfc}
 details:target{outline:2px solid #1565c0}
 details.failed{border-color:#c62828}details.error{border-color:#6a1b9a}
 details.xfailed{border-color:#ef6c00}details.passed{border-color:#2e7d32}
-details.xpassed{border-color:#ad1457}
+details.xpassed{border-color:#ad1457}details.crashed{border-color:#000}
+details.timeout{border-color:#4e342e}
 summary{cursor:pointer;font-weight:600}
 pre{white-space:pre-wrap;word-break:break-word;background:#f0f2f5;padding:8px;margin:6px 0;
  font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
@@ -331,7 +334,7 @@ def _details(entry: dict, anchor: Anchors) -> str:
     where = f" on {entry['machine']}" if entry.get("machine") else ""
     raw = json.dumps(_shortened(entry), indent=1, default=str)
     return (f'<details id="{anchor(entry)}" class="{_e(outcome)}"'
-            f'{" open" if outcome in ("failed", "error") else ""}>'
+            f'{" open" if outcome in BROKEN else ""}>'
             f"<summary>{_e(LABELS.get(outcome, '?'))} {_e(entry['test'])}[{_e(entry['id'])}]"
             f"{_e(where)} — {_e(outcome)}</summary><pre>{_e(text)}</pre>"
             f"<details><summary>raw entry</summary><pre>{_e(raw)}</pre></details></details>")

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 
 from infergate.precision import PRECISIONS
 
-OUTCOMES = ("passed", "failed", "error", "xfailed", "xpassed", "skipped")
-SYMBOLS = {"passed": "✅", "failed": "❌", "error": "💥", "xfailed": "xfail", "xpassed": "xpass",
-           "skipped": "⏭"}
-BROKEN = ("failed", "error", "xpassed")
+# crashed / timeout: the backend's worker process died or outlived its limit (isolation.py).
+OUTCOMES = ("passed", "failed", "error", "crashed", "timeout", "xfailed", "xpassed", "skipped")
+SYMBOLS = {"passed": "✅", "failed": "❌", "error": "💥", "crashed": "☠", "timeout": "⌛",
+           "xfailed": "xfail", "xpassed": "xpass", "skipped": "⏭"}
+BROKEN = ("failed", "error", "crashed", "timeout", "xpassed")
 REFERENCE = ("torch", "fp32")  # speed-ups are relative to PyTorch eager fp32
 
 

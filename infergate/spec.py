@@ -45,6 +45,25 @@ class PerfOverride:
 
 
 @dataclass(frozen=True)
+class Timeouts:
+    """Longer (or shorter) step limits than the tier's for one model, in seconds; the reason
+    is mandatory. Unset steps keep the tier's limit (``infergate.isolation.TIER_LIMITS``)."""
+
+    reason: str
+    prepare_s: float | None = None
+    first_run_s: float | None = None
+    run_s: float | None = None
+
+    def problems(self):
+        if not isinstance(self.reason, str) or not self.reason.strip():
+            yield "timeouts need a reason"
+        for name in ("prepare_s", "first_run_s", "run_s"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int | float) and 0 < value < 1e6):
+                yield f"timeouts.{name} must be a positive number of seconds, not {value!r}"
+
+
+@dataclass(frozen=True)
 class TaskCheck:
     """Task-level accuracy on real data.
 
@@ -85,6 +104,7 @@ class ModelSpec:
     # Why the instruction-count figure cannot judge this model ("" where it can): e.g. one so
     # small that per-op overhead, not its work, makes up its count.
     uncountable: str = ""
+    timeouts: Timeouts | None = None  # step limits other than the tier's, with the reason
     description: str = ""
 
     def __post_init__(self):
@@ -136,6 +156,11 @@ class ModelSpec:
                 yield f"benchmark size {name}={size} is not inside a declared dim's range"
         if self.task is not None and not isinstance(self.task, TaskCheck):
             yield "task must be a TaskCheck"
+        if self.timeouts is not None:
+            if not isinstance(self.timeouts, Timeouts):
+                yield "timeouts must be a Timeouts"
+            else:
+                yield from self.timeouts.problems()
 
     def default_dims(self) -> dict[str, int]:
         return {name: d.default for name, d in self.dims.items() if name != "batch"}

@@ -1,0 +1,54 @@
+"""A child process that died or outlived its limit, as a test's verdict (light to import:
+the probes load it before any framework)."""
+
+from __future__ import annotations
+
+import signal
+
+
+def describe_exit(returncode: int | None) -> str:
+    """'SIGSEGV (signal 11)' for a process a signal ended, else 'exit status N'."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        why = " (killed: the kernel's out-of-memory killer, or another process)" \
+            if -returncode == signal.SIGKILL else ""
+        return f"{name} (signal {-returncode}){why}"
+    return f"exit status {returncode}"
+
+
+class ChildFailure(RuntimeError):
+    """The worker died or was killed while running ``step``: the test's verdict is ``status``
+    ('crashed' or 'timeout'), never a pass."""
+
+    def __init__(self, status: str, label: str, step: str, detail: str, stderr_tail: str,
+                 reproduce: str = ""):
+        self.status, self.label, self.step, self.detail = status, label, step, detail
+        self.stderr_tail, self.reproduce = stderr_tail, reproduce
+        super().__init__(self._message())
+
+    def summary(self) -> str:
+        lines = [f"{self.label}: {self.status} during {self.step}: {self.detail}"]
+        if self.reproduce:
+            lines.append(f"reproduce alone: {self.reproduce}")
+        return "\n".join(lines)
+
+    def _message(self) -> str:
+        lines = [self.summary()]
+        if self.stderr_tail.strip():
+            lines.append("last lines of the worker's stderr:")
+            lines += [f"  | {line}" for line in self.stderr_tail.rstrip().splitlines()]
+        return "\n".join(lines)
+
+    def with_reproduce(self, command: str) -> ChildFailure:
+        return ChildFailure(self.status, self.label, self.step, self.detail, self.stderr_tail,
+                            command)
+
+    def as_dict(self) -> dict:
+        return {"status": self.status, "summary": self.summary(), "step": self.step,
+                "detail": self.detail,
+                "stderr_tail": self.stderr_tail, "reproduce": self.reproduce}

@@ -1,0 +1,329 @@
+"""Backends' native code in a child process: a crash, hang or kill costs one test, never the run.
+
+The parent keeps a few worker processes (``WorkerPool``); each prepares and runs combinations
+on request (``IsolatedRunner`` stands in for the real runner), so a segfault in ONNX Runtime or
+a driver abort ends a worker, not pytest. A step that outlives its limit gets the worker
+killed. Both become a ``ChildFailure`` naming the signal or limit, the step, and the tail of
+the worker's stderr.
+
+Messages are length-prefixed pickles on the worker's stdin and a private copy of its stdout;
+the worker's own fd 1 goes to stderr, so native prints cannot corrupt the protocol.
+"""
+
+from __future__ import annotations
+
+import collections
+import faulthandler
+import importlib
+import io
+import os
+import pickle
+import queue
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from infergate import progress
+from infergate.backends.base import Runner
+from infergate.failures import ChildFailure, describe_exit
+
+_HEADER = struct.Struct("!Q")
+STDERR_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Seconds each step may take before its worker is killed."""
+
+    prepare_s: float  # export, conversion, quantization, compile, session creation
+    first_run_s: float  # the first inference (lazy compiles and allocations happen here)
+    run_s: float  # every later inference
+
+
+# A CPU smoke combination prepares in seconds to ~2 minutes (torch.compile of MiniLM); the full
+# tier's larger models (resnet50, gpt2, TensorRT engine builds) take several times that.
+TIER_LIMITS = {"smoke": Limits(prepare_s=600, first_run_s=180, run_s=120),
+               "full": Limits(prepare_s=1800, first_run_s=600, run_s=300)}
+
+
+def limits_for(spec, tier: str) -> Limits:
+    """The tier's limits, with the spec's ``timeouts`` (and its reason) over them."""
+    limits = TIER_LIMITS[tier]
+    own = spec.timeouts
+    if own is None:
+        return limits
+    return replace(limits, **{name: getattr(own, name) for name in
+                              ("prepare_s", "first_run_s", "run_s")
+                              if getattr(own, name) is not None})
+
+
+class WorkerError(RuntimeError):
+    """A Python exception inside the worker (the worker lives on): its type, message and
+    traceback as the worker saw them."""
+
+
+def _write(stream, message) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def _read_exactly(stream, size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+class Worker:
+    """One child process serving ``open`` / ``run`` / ``close`` requests."""
+
+    def __init__(self):
+        # The worker imports what this process can (a user's model module included).
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        # Unbuffered stdout: select() must see every byte that has not been read yet.
+        self.proc = subprocess.Popen([sys.executable, "-m", "infergate.isolation"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env, bufsize=0)
+        self._requests = io.BufferedWriter(self.proc.stdin)
+        self._tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._progress: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.last_progress = ""
+        self._reader = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._reader.start()
+
+    def _drain_stderr(self) -> None:
+        for raw in io.BufferedReader(self.proc.stderr):
+            line = raw.decode(errors="replace").rstrip("\n")
+            self._tail.append(line)
+            if line.startswith("[infergate] "):  # the worker's progress, for CI logs
+                self._progress.put(line.removeprefix("[infergate] "))
+
+    def _relay_progress(self) -> None:
+        """Progress lines reach the log from the calling thread (pytest's capture is not
+        thread-safe)."""
+        while not self._progress.empty():
+            self.last_progress = self._progress.get()
+            progress.say(self.last_progress)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stderr_tail(self) -> str:
+        self._reader.join(timeout=2)  # the rest of what a dead worker wrote
+        return "\n".join(self._tail)
+
+    def call(self, op: str, label: str, step: str, limit_s: float, **args):
+        self.last_progress = ""
+        try:
+            _write(self._requests, (op, args))
+        except (BrokenPipeError, OSError):
+            self._fail_dead(label, step)
+        reply = self._receive(label, step, limit_s)
+        if reply[0] == "error":
+            _, kind, message, trace = reply
+            raise WorkerError(f"{label}: {step} raised {kind}: {message}\n"
+                              f"in the worker:\n{trace}")
+        return reply[1]
+
+    def _receive(self, label: str, step: str, limit_s: float):
+        stream = self.proc.stdout
+        deadline = time.monotonic() + limit_s
+        while True:  # wait for the header within the limit; a reply, once started, is read whole
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([stream], [], [], min(1.0, max(0.0, left)))
+            self._relay_progress()
+            if ready:
+                break
+            if left <= 0:
+                self.kill()
+                raise ChildFailure("timeout", label, self._at(step),
+                                   f"no answer within its limit of {limit_s:g} s; the worker "
+                                   f"was killed", self.stderr_tail())
+        header = _read_exactly(stream, _HEADER.size)
+        body = header and _read_exactly(stream, _HEADER.unpack(header)[0])
+        if body is None:
+            self._fail_dead(label, step)
+        return pickle.loads(body)
+
+    def _fail_dead(self, label: str, step: str):
+        try:
+            returncode = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            returncode = self.proc.returncode
+        self._relay_progress()
+        raise ChildFailure("crashed", label, self._at(step),
+                           f"the worker process ended with {describe_exit(returncode)}",
+                           self.stderr_tail())
+
+    def _at(self, step: str) -> str:
+        return f"{step}, at '{self.last_progress}'" if self.last_progress else step
+
+    def kill(self) -> None:
+        if self.alive:
+            self.proc.kill()
+        self.proc.wait()
+
+    def close(self) -> None:
+        if self.alive:
+            try:
+                self._requests.close()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.kill()
+
+
+class WorkerPool:
+    """Workers reused across tests, one per model (its weights and exports load once); at
+    most ``size`` alive, the least recently used closed first. A dead worker is replaced."""
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self._workers: collections.OrderedDict[str, Worker] = collections.OrderedDict()
+
+    def worker(self, key: str) -> Worker:
+        worker = self._workers.pop(key, None)
+        if worker is None or not worker.alive:
+            worker = Worker()
+        self._workers[key] = worker
+        while len(self._workers) > self.size:
+            self._workers.popitem(last=False)[1].close()
+        return worker
+
+    def close(self) -> None:
+        while self._workers:
+            self._workers.popitem()[1].close()
+
+
+def spec_reference(spec) -> tuple[str, str]:
+    """(module, name) the worker finds ``spec`` by: the registry's name, or the module that
+    built it for a spec from outside the registry."""
+    return spec.build.__module__, spec.name
+
+
+class IsolatedRunner(Runner):
+    """The combination's runner, living in a worker: ``prepare`` happens at activate(). Once
+    its worker died, every later call raises the same failure at once."""
+
+    def __init__(self, pool: WorkerPool, subject, backend, precision: str, limits: Limits,
+                 label: str, reproduce: str = ""):
+        super().__init__(label, subject.spec.outputs)
+        self._pool, self._subject, self._backend = pool, subject, backend
+        self._precision, self.limits, self._reproduce = precision, limits, reproduce
+        self._worker: Worker | None = None
+        self._handle = None
+        self._runs = 0
+        self.failure: ChildFailure | None = None
+
+    def _call(self, op: str, step: str, limit_s: float, **args):
+        if self.failure is not None:
+            raise self.failure
+        try:
+            return self._worker.call(op, self.label, step, limit_s, **args)
+        except ChildFailure as exc:
+            self.failure = exc.with_reproduce(self._reproduce)
+            raise self.failure from None
+
+    def activate_impl(self) -> None:
+        self._worker = self._pool.worker(self._subject.spec.name)
+        backend = type(self._backend)
+        opened = self._call(
+            "open", "prepare (export, conversion, quantization, compile)",
+            self.limits.prepare_s, spec=spec_reference(self._subject.spec),
+            backend=(backend.__module__, backend.__qualname__), precision=self._precision,
+            cache_dir=str(self._subject.store.root), fingerprint=self._subject.fingerprint,
+            threads=self.threads)
+        self._handle = opened["handle"]
+        self.settings = opened["settings"]
+
+    def run_impl(self, feed):
+        self._runs += 1
+        step, limit = (("first inference", self.limits.first_run_s) if self._runs == 1
+                       else (f"inference {self._runs}", self.limits.run_s))
+        return self._call("run", step, limit, handle=self._handle, feed=dict(feed))
+
+    def deactivate_impl(self) -> None:
+        if self.failure is None and self._handle is not None:
+            self._call("close", "deactivate", self.limits.run_s, handle=self._handle)
+        self._handle = None
+
+
+# --- the worker side -------------------------------------------------------------------------
+
+def find_backend(module: str, qualname: str):
+    """A fresh instance of the backend class at ``module:qualname``."""
+    return getattr(importlib.import_module(module), qualname)()
+
+
+def find_spec(module: str, name: str):
+    from infergate.models import all_models
+    from infergate.spec import ModelSpec
+
+    registered = all_models().get(name)
+    if registered is not None and registered.build.__module__ == module:
+        return registered
+    found = [v for v in vars(importlib.import_module(module)).values()
+             if isinstance(v, ModelSpec) and v.name == name]
+    if not found:
+        raise LookupError(f"no ModelSpec named {name!r} in module {module!r}")
+    return found[0]
+
+
+class _Server:
+    def __init__(self):
+        self.runners: dict[int, Runner] = {}
+        self._next = 0
+
+    def open(self, spec, backend, precision, cache_dir, fingerprint, threads):
+        from infergate.artifacts import ArtifactStore
+        from infergate.subject import ModelUnderTest
+
+        subject = ModelUnderTest(find_spec(*spec), ArtifactStore(Path(cache_dir)),
+                                 fingerprint=fingerprint)
+        runner = find_backend(*backend).prepare(subject, precision)
+        runner.threads = threads
+        runner.activate()
+        self._next += 1
+        self.runners[self._next] = runner
+        return {"handle": self._next, "settings": runner.settings}
+
+    def run(self, handle, feed):
+        return self.runners[handle].run(feed)
+
+    def close(self, handle):
+        self.runners.pop(handle).deactivate()
+
+
+def serve() -> int:
+    faulthandler.enable()  # a native crash leaves the Python stack in the stderr tail
+    channel = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # prints, Python's or native, land in stderr, never in the protocol
+    sys.stdout = sys.stderr
+    requests = sys.stdin.buffer
+    server = _Server()
+    while True:
+        header = _read_exactly(requests, _HEADER.size)
+        if header is None:
+            return 0  # the parent closed the pipe: done
+        op, args = pickle.loads(_read_exactly(requests, _HEADER.unpack(header)[0]))
+        try:
+            reply = ("ok", getattr(server, op)(**args))
+        except Exception as exc:
+            reply = ("error", type(exc).__name__, str(exc), traceback.format_exc())
+        _write(channel, reply)
+
+
+if __name__ == "__main__":
+    sys.exit(serve())

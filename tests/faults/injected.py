@@ -1,0 +1,68 @@
+"""Faults as they happen in the field, planted in real backends: a real SIGSEGV / SIGABRT in
+the process running the backend, a real sleep, a real exception.
+
+The backends are importable classes so that a worker process (``infergate.isolation``) builds
+the very same faulty backend the test put in the registry."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+
+from infergate.backends.ort_cpu import OrtCpu, OrtRunner
+
+
+def segfault() -> None:
+    ctypes.string_at(0)  # reads address 0: a real SIGSEGV, as in a broken kernel
+
+
+def abort() -> None:
+    os.abort()  # SIGABRT, as from a failed assertion in a runtime's C++ code
+
+
+FAULTS = {"segfault": segfault, "abort": abort, "hang": lambda: time.sleep(3600),
+          "kill": lambda: os.kill(os.getpid(), signal.SIGKILL),  # as the OOM killer does
+          "raise": lambda: (_ for _ in ()).throw(RuntimeError("exporter exploded"))}
+
+
+class _FaultyRunner(OrtRunner):
+    fault_at = ""  # activate | run
+    fault = ""
+
+    def activate_impl(self):
+        super().activate_impl()
+        if self.fault_at == "activate":
+            FAULTS[self.fault]()
+
+    def run_impl(self, feed):
+        if self.fault_at == "run":
+            FAULTS[self.fault]()
+        return super().run_impl(feed)
+
+
+def faulty_backend(fault: str, at: str) -> type:
+    """An ort_cpu whose runner hits ``fault`` at ``at`` ('prepare', 'activate' or 'run'):
+    the class lives in this module, so a worker process can import it by name."""
+    return globals()[f"OrtCpu_{fault}_{at}"]
+
+
+def _define(fault: str, at: str) -> None:
+    runner = type(f"Runner_{fault}_{at}", (_FaultyRunner,), {"fault": fault, "fault_at": at})
+
+    def prepare(self, subject, precision):
+        if at == "prepare":
+            FAULTS[fault]()
+        real = OrtCpu.prepare(self, subject, precision)
+        return runner(real.label, real.output_names, real.model_path, real.providers)
+
+    name = f"OrtCpu_{fault}_{at}"
+    globals()[name] = type(name, (OrtCpu,), {"prepare": prepare, "__module__": __name__})
+    runner.__module__ = __name__
+    globals()[runner.__name__] = runner
+
+
+for _fault in FAULTS:
+    for _at in ("prepare", "activate", "run"):
+        _define(_fault, _at)

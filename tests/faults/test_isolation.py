@@ -1,0 +1,55 @@
+"""A backend that crashes, aborts, is killed or hangs costs its own tests, never the run."""
+
+
+import pytest
+
+from infergate.spec import Timeouts
+
+
+def by_id(results):
+    return {r["id"]: r for r in results}
+
+
+@pytest.mark.parametrize(("fault", "at", "signal", "step"), [
+    ("segfault", "run", "SIGSEGV", "first inference"),
+    ("segfault", "prepare", "SIGSEGV", "prepare"),
+    ("abort", "activate", "SIGABRT", "prepare"),
+    ("kill", "run", "SIGKILL", "first inference"),
+])
+def test_a_native_crash_is_one_crashed_verdict_and_the_run_goes_on(project, plant, fault, at,
+                                                                   signal, step):
+    plant(fault, at)
+    result, data = project("--models", "mlp", "--backends", "torch,ort_cpu",
+                           "--precisions", "fp32,fp16")
+    results = by_id(data["results"])
+    for precision in ("fp32", "fp16"):
+        crashed = results[f"mlp-ort_cpu-{precision}"]
+        assert crashed["outcome"] == "crashed", crashed
+        failure = crashed["child_failure"]
+        assert signal in failure["detail"] and failure["step"].startswith(step)
+        assert f"-k 'test_equivalence and mlp-ort_cpu-{precision}'" in failure["reproduce"]
+        assert signal in crashed["reason"]
+    assert results["mlp-torch-fp32"]["outcome"] == "passed"
+    assert data["summary"]["crashed"] == 2
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_a_hang_is_a_timeout_verdict_within_its_limit(project, plant):
+    plant("hang", "run", timeouts=Timeouts(reason="fault test: a hang must end fast",
+                                           first_run_s=3))
+    result, data = project("--models", "mlp", "--backends", "torch,ort_cpu",
+                           "--precisions", "fp32")
+    hung = by_id(data["results"])["mlp-ort_cpu-fp32"]
+    assert hung["outcome"] == "timeout"
+    assert "limit of 3 s" in hung["reason"] and "first inference" in hung["reason"]
+    assert hung["duration_s"] < 30
+    assert by_id(data["results"])["mlp-torch-fp32"]["outcome"] == "passed"
+
+
+def test_an_exception_in_the_worker_is_an_error_with_the_workers_traceback(project, plant):
+    plant("raise", "prepare")
+    result, data = project("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32")
+    entry = data["results"][0]
+    assert entry["outcome"] == "error"
+    assert "exporter exploded" in entry["reason"]
+    result.stdout.fnmatch_lines(["*in the worker:*", "*injected.py*"])

@@ -1,0 +1,55 @@
+"""A measuring process that crashes or hangs is its own combination's verdict, paid once."""
+
+import json
+
+import pytest
+
+from infergate import probe
+from tests.faults.test_isolation import by_id
+
+SELECT = ("--models", "mlp", "--backends", "torch,ort_cpu", "--precisions", "fp32",
+          "--perf-min-time", "0.05", "--baseline-processes", "2", "--benchmark-disable",
+          "-p", "no:randomly")
+PERF_TESTS = ("test_latency.py", "test_memory.py")
+
+
+def test_a_crashing_probe_is_crashed_once_and_the_update_keeps_the_others(project, plant,
+                                                                         pytester):
+    plant("segfault", "run")
+    result, data = project(*SELECT, "--update-baselines", tests=PERF_TESTS)
+    results = {(r["test"], r["id"]): r for r in data["results"]}
+    for test in ("test_latency", "test_memory"):
+        crashed = results[test, "mlp-ort_cpu-fp32"]
+        assert crashed["outcome"] == "crashed"
+        assert "SIGSEGV" in crashed["reason"] and "measurement" in crashed["reason"]
+        assert f"-k '{test} and mlp-ort_cpu-fp32'" in crashed["reason"]
+        assert results[test, "mlp-torch-fp32"]["outcome"] != "crashed"
+    # One crash, not one per test of the combination.
+    assert result.stdout.str().count("baseline round 1/2: mlp-ort_cpu-fp32") == 1
+    stored = json.loads(next((pytester.path / "baselines").glob("*.json")).read_text())
+    assert set(stored["entries"]) == {"mlp/torch/fp32"}  # the crashing one merges nothing
+    assert len(stored["entries"]["mlp/torch/fp32"]["latency"]["processes"]) == 2
+
+
+def test_a_hanging_probe_is_a_timeout_within_the_limit(project, plant, monkeypatch):
+    plant("hang", "run")
+    monkeypatch.setattr(probe, "TIMEOUT_S", 20)
+    result, data = project(*SELECT, tests=PERF_TESTS)
+    hung = [r for r in data["results"] if r["id"] == "mlp-ort_cpu-fp32"]
+    assert [r["outcome"] for r in hung] == ["timeout", "timeout"]
+    assert "limit of 20 s" in hung[0]["reason"]
+    assert sum(r["duration_s"] for r in hung) < 60  # paid once, not per test
+    assert by_id([r for r in data["results"] if r["test"] == "test_latency"])[
+        "mlp-torch-fp32"]["outcome"] != "timeout"
+
+
+@pytest.mark.parametrize("fault", ["segfault", "hang"])
+def test_a_crash_in_a_known_failure_is_not_excused(project, plant, fault):
+    from infergate.spec import Timeouts
+
+    plant(fault, "run", known_failures={("ort_cpu", "fp32"): "pretend accuracy finding"},
+          timeouts=Timeouts(reason="fault test", first_run_s=3))
+    result, data = project("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32")
+    entry = data["results"][0]
+    assert entry["outcome"] == ("crashed" if fault == "segfault" else "timeout")
+    result.assert_outcomes(failed=1)
