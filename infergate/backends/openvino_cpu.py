@@ -7,7 +7,7 @@ pins the hint explicitly and records it.
 
 from __future__ import annotations
 
-from infergate.backends.base import Backend, Runner
+from infergate.backends.base import Backend, Runner, RunnerError
 from infergate.backends.warmup import tiny_feed, tiny_onnx
 from infergate.onnx_transforms import static_int8_onnx
 
@@ -25,6 +25,45 @@ def compile_config(config: dict, threads: int | None) -> dict:
     return {**config, "INFERENCE_NUM_THREADS": threads} if threads is not None else dict(config)
 
 
+def declared_ranks(model_path) -> list[int | None]:
+    """Each ONNX graph output's declared rank (None where undeclared), in order."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [len(o.type.tensor_type.shape.dim) if o.type.tensor_type.HasField("shape") else None
+            for o in graph.output]
+
+
+def match_outputs(label: str, wanted: tuple[str, ...], ports: list,
+                  ranks: list[int | None]) -> dict:
+    """Spec output name -> compiled output port. By any of a port's tensor names (one port
+    can carry several once OpenVINO folds an Identity; ``get_any_name`` may pick the other);
+    where a name is gone, by position, which must agree with the graph's declared rank."""
+    found = {}
+    for name in wanted:
+        port = next((p for p in ports if name in p.get_names()), None)
+        if port is not None:
+            found[name] = port
+    missing = [name for name in wanted if name not in found]
+    if not missing:
+        return found
+    names = [sorted(p.get_names()) for p in ports]
+    if len(ports) != len(wanted):
+        raise RunnerError(f"{label}: outputs {missing} match no compiled output by name, and "
+                          f"position cannot stand in: the spec has {len(wanted)} outputs "
+                          f"{list(wanted)}, the compiled model {len(ports)} {names}")
+    for i, name in enumerate(wanted):
+        if name in missing:
+            port, rank = ports[i], ranks[i] if i < len(ranks) else None
+            if rank is not None and port.get_partial_shape().rank.get_length() != rank:
+                raise RunnerError(
+                    f"{label}: output {name!r} (position {i}) has no name in the compiled "
+                    f"model, and its port there {names[i]} has rank "
+                    f"{port.get_partial_shape().rank.get_length()}, not the graph's {rank}")
+            found[name] = port
+    return found
+
+
 class OpenVinoRunner(Runner):
     def __init__(self, label, output_names, model_path, config):
         super().__init__(label, output_names)
@@ -38,7 +77,8 @@ class OpenVinoRunner(Runner):
         compiled = ov.Core().compile_model(str(self.model_path), "CPU",
                                            compile_config(self.config, self.threads))
         self.request = compiled.create_infer_request()
-        self._ports = {out.get_any_name(): out for out in compiled.outputs}
+        self._ports = match_outputs(self.label, self.output_names, list(compiled.outputs),
+                                    declared_ranks(self.model_path))
         self.settings = {
             **self.config,
             # What the plugin actually runs ("f32", "bf16"), which must equal the request.
@@ -50,8 +90,7 @@ class OpenVinoRunner(Runner):
 
     def run_impl(self, feed):
         results = self.request.infer(dict(feed))
-        return {name: results[port] for name, port in self._ports.items()
-                if name in self.output_names}
+        return {name: results[port] for name, port in self._ports.items()}
 
     def deactivate_impl(self):
         self.request = None
