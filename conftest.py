@@ -1,4 +1,5 @@
 pytest_plugins = [
+    "fixtures.outputs",
     "fixtures.options",
     "fixtures.isolation",
     "fixtures.matrix",

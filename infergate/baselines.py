@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from infergate import environment, machine_id
-from infergate.atomic import atomic_write_text
+from infergate.atomic import atomic_write_text, folder_lock, remove_stale_temporaries
 
 SCHEMA = "infergate.baseline/2"
 # Of the interval of the ratio current / baseline. A smoke run gates a dozen combinations: at
@@ -75,14 +75,25 @@ class BaselineStore:
         return self.load()["entries"].get(key(model, backend, precision))
 
     def merge(self, entries: dict[str, dict], describes: dict | None = None) -> dict:
-        """Write ``entries`` over the stored ones, keeping the rest; atomic. ``describes``
-        is what the file is for (default: this machine)."""
-        data = self.load()
-        data["machine"] = describes or machine()
-        data["entries"].update(entries)
-        data["entries"] = dict(sorted(data["entries"].items()))
-        atomic_write_text(self.path, json.dumps(data, indent=1) + "\n")
-        return data
+        """Write ``entries`` over the stored ones, keeping the rest; atomic, and under the
+        folder's lock, so concurrent updates of other entries all survive. ``describes`` is
+        what the file is for (default: this machine). A file that cannot be read is moved
+        aside (``data["moved_aside"]`` names where), and the update starts it afresh."""
+        with folder_lock(self.path.parent):
+            remove_stale_temporaries(self.path)
+            moved = None
+            try:
+                data = self.load()
+            except BaselineError:
+                moved = self.path.with_name(
+                    f"{self.path.stem}.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%S}.json")
+                self.path.rename(moved)
+                data = self.load()
+            data["machine"] = describes or machine()
+            data["entries"].update(entries)
+            data["entries"] = dict(sorted(data["entries"].items()))
+            atomic_write_text(self.path, json.dumps(data, indent=1) + "\n")
+        return {**data, "moved_aside": str(moved) if moved else None}
 
 
 EQUIVALENT_FILE = "equivalent.json"

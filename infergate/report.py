@@ -69,6 +69,13 @@ def _dump(document: dict) -> str:
     return json.dumps(document, indent=1, default=str) + "\n"
 
 
+def write_results(directory: Path, document: dict) -> Path:
+    """results.json alone (a run's progress), atomically."""
+    path = Path(directory) / "results.json"
+    atomic_write_text(path, _dump(document))
+    return path
+
+
 def write_reports(directory: Path, document: dict) -> dict[str, Path]:
     """results.json, summary.md and report.html, each atomically; the summary also goes to
     GitHub's job summary when ``GITHUB_STEP_SUMMARY`` names one."""
@@ -76,10 +83,15 @@ def write_reports(directory: Path, document: dict) -> dict[str, Path]:
     markdown = render_markdown(document)
     texts = {"results.json": _dump(document), "summary.md": markdown,
              "report.html": render_html(document)}
-    paths = {}
-    for name, text in texts.items():
-        paths[name] = directory / name
-        atomic_write_text(paths[name], text)
+    paths, failed = {}, []
+    for name, text in texts.items():  # results.json first; one failing costs not the others
+        try:
+            atomic_write_text(directory / name, text)
+            paths[name] = directory / name
+        except OSError as exc:
+            failed.append(f"{directory / name}: {exc.strerror or exc}")
+    if failed:
+        raise OSError("; ".join(failed))
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         # GitHub owns that file and collects every step's appends: append, never replace.

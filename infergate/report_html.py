@@ -22,6 +22,7 @@ from infergate.report_view import (
     cell_text,
     first_line,
     grids,
+    incomplete,
     memory_figure,
     number,
     perf_table,
@@ -346,8 +347,11 @@ def _header(document: dict) -> str:
                     f"{summary.get(o, 0)} {o}</span>" for o in OUTCOMES if summary.get(o))
     sources = document.get("sources")
     merged = f" · merged from {_e(', '.join(sources))}" if len(sources or ()) > 1 else ""
+    unfinished = incomplete(document)
+    warning = (f"<div><strong>Incomplete run ({_e(unfinished)}): these are the results it "
+               f"reached.</strong></div>" if unfinished else "")
     return (f"<header><h1>infergate report</h1><div>{summary.get('total', 0)} results "
-            f"{chips}</div><div class=\"muted\" style=\"color:#cbd2d9\">"
+            f"{chips}</div>{warning}<div class=\"muted\" style=\"color:#cbd2d9\">"
             f"{_e(document.get('created', ''))}{merged}</div></header>")
 
 

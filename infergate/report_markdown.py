@@ -13,6 +13,7 @@ from infergate.report_view import (
     cell_text,
     first_line,
     grids,
+    incomplete,
     is_performance,
     perf_table,
     performance_rows,
@@ -76,7 +77,10 @@ def _counts(document: dict) -> str:
 
 def render_markdown(document: dict) -> str:
     env = document.get("environment") or {}
+    unfinished = incomplete(document)
     lines = ["## infergate results", "", _counts(document), "",
+             *([f"**Incomplete run ({_text(unfinished)}): these are the results it reached.**",
+                ""] if unfinished else []),
              f"{_text(env.get('cpu', '?'))}, {env.get('cpu_count', '?')} cores · "
              f"torch {_text((env.get('libraries') or {}).get('torch', '?'))} · "
              f"{_text(document.get('created', ''))}", ""]

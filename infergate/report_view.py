@@ -284,3 +284,10 @@ def accuracy_errors(entry: dict) -> tuple[float | None, float | None]:
     max_abs = [v for v in max_abs if v is not None]
     cosine = _lowest_cosine(entry)
     return (max(max_abs) if max_abs else None), (None if cosine is None else 1.0 - cosine)
+
+
+def incomplete(document: dict) -> str:
+    """Why the run behind ``document`` did not finish ("" when it did, or is older than the
+    marker)."""
+    run = document.get("run") or {}
+    return "" if run.get("complete", True) else str(run.get("status", "incomplete"))

@@ -95,7 +95,7 @@ def project(pytester, tmp_path_factory):
         result = pytester.runpytest("-p", "no:cacheprovider", f"--cache-dir={cache}",
                                     f"--reports-dir={reports}", *tests, *args)
         results = reports / "results.json"
-        data = json.loads(results.read_text()) if results.exists() else None
+        data = json.loads(results.read_text()) if results.is_file() else None
         return result, data
 
     return run

@@ -1,0 +1,115 @@
+"""What a run writes survives what happens to runs: unwritable folders, a file in the way,
+a corrupt baseline, concurrent updates, an interrupt, a SIGKILL."""
+
+import json
+import multiprocessing
+import signal
+
+import pytest
+
+from infergate.baselines import BaselineStore
+
+ONE = ("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32")
+
+
+def test_an_unwritable_reports_folder_is_a_usage_error_before_any_test(project, pytester):
+    (pytester.path / "blocker").write_text("a file, not a folder")
+    result = pytester.runpytest("--reports-dir=blocker/reports", *ONE, "test_equivalence.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--reports-dir: cannot write to *blocker/reports*"])
+
+
+def test_an_unwritable_baselines_folder_stops_an_update_before_measuring(project, pytester):
+    (pytester.path / "blocker").write_text("")
+    result, _ = project(*ONE, "--update-baselines", "--baselines-dir=blocker/b",
+                        tests=("test_memory.py",))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--baselines-dir: cannot write to *blocker/b*"])
+
+
+def test_a_failed_results_write_costs_neither_the_other_reports_nor_junit(project, pytester):
+    (pytester.path / "out" / "results.json").mkdir(parents=True)  # in the way of the rename
+    result, _ = project(*ONE, f"--junitxml={pytester.path / 'junit.xml'}")
+    assert result.ret == 6
+    result.stdout.fnmatch_lines(["*infergate: could not write the reports: *results.json*"
+                                 "(exit status 6)*"])
+    assert (pytester.path / "out" / "summary.md").read_text().count("1 passed") == 1
+    assert "testcase" in (pytester.path / "junit.xml").read_text()
+
+
+def test_a_corrupt_baseline_is_moved_aside_by_an_update(project, pytester):
+    folder = pytester.path / "baselines"
+    folder.mkdir()
+    result, _ = project(*ONE, "--baseline-processes", "1", "--perf-min-time", "0.05",
+                        tests=("test_memory.py",))  # learns this machine's file name
+    candidate = next((pytester.path / "out").glob("baseline-candidate-*.json"))
+    own = folder / (json.loads(candidate.read_text())["machine"]["id"] + ".json")
+    own.write_text('{"schema": "infergate.baselines/1", "entries": {tr')  # torn
+    result, _ = project(*ONE, "--baseline-processes", "1", "--perf-min-time", "0.05",
+                        tests=("test_memory.py",))
+    result.assert_outcomes(failed=1)  # judging against it: an error naming the file
+    result.stdout.fnmatch_lines([f"*{own}: not readable JSON*"])
+    result, _ = project(*ONE, "--baseline-processes", "1", "--perf-min-time", "0.05",
+                        "--update-baselines", tests=("test_memory.py",))
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*was not readable; moved aside to *corrupt-*"])
+    assert "mlp/ort_cpu/fp32" in json.loads(own.read_text())["entries"]
+    assert list(folder.glob("*.corrupt-*.json"))[0].read_text().endswith("tr")
+
+
+def _hammer(path, worker, count):
+    store = BaselineStore(path)
+    for i in range(count):
+        store.merge({f"m{worker}/b/fp32-{i}": {"i": i}})
+
+
+def test_concurrent_updates_of_one_baseline_file_lose_nothing(tmp_path):
+    path = tmp_path / "machine.json"
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_hammer, args=(path, w, 150)) for w in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert len(json.loads(path.read_text())["entries"]) == 300
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def _signalled_run(pytester, signum):
+    """The scratch project (``project``) in a real pytest process that gets ``signum`` from
+    its second test, after one matrix test passed."""
+    pytester.makepyfile(test_zz_signal=f"import os\ndef test_signal():\n"
+                                       f"    os.kill(os.getpid(), {int(signum)})\n")
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:randomly", "--reports-dir=out", *ONE,
+        "test_equivalence.py", "test_zz_signal.py", timeout=600)
+
+
+def test_an_interrupted_run_is_marked_incomplete(project, pytester):
+    result = _signalled_run(pytester, signal.SIGINT)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    data = json.loads((pytester.path / "out" / "results.json").read_text())
+    assert data["run"] == {"complete": False, "status": "interrupted (INTERRUPTED)"}
+    assert [r["outcome"] for r in data["results"]] == ["passed"]
+    assert "Incomplete run" in (pytester.path / "out" / "summary.md").read_text()
+
+
+def test_a_killed_run_leaves_the_results_it_reached(project, pytester):
+    result = _signalled_run(pytester, signal.SIGKILL)
+    assert result.ret == -signal.SIGKILL
+    data = json.loads((pytester.path / "out" / "results.json").read_text())
+    assert data["run"]["complete"] is False and data["run"]["status"] == "running"
+    assert [r["outcome"] for r in data["results"]] == ["passed"]
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--perf-threshold", "-0.5"), ("--perf-threshold", "nan"), ("--memory-threshold", "-5"),
+    ("--baseline-processes", "0"), ("--perf-threads", "-2"), ("--perf-min-time", "-1"),
+    ("--perf-confirm", "x"),
+])
+def test_bad_numbers_in_options_are_usage_errors_naming_the_option(pytester, project, option,
+                                                                   value):
+    result = pytester.runpytest(f"{option}={value}", *ONE, "test_equivalence.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*argument {option}*"])
