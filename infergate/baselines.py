@@ -54,21 +54,83 @@ class BaselineError(ValueError):
     """A baseline file that cannot be used; the message names the file."""
 
 
+RETAKE = ("fix or delete it, or re-take it with `pytest suites/performance --update-baselines` "
+          "(an update moves an unreadable file aside and drops bad entries)")
+
+
+def _positive(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and \
+        math.isfinite(value) and value > 0
+
+
+def entry_problems(entry) -> list[str]:
+    """What is wrong with one baseline entry ([] when nothing): required figures present,
+    finite and positive, per-process lists non-empty."""
+    if not isinstance(entry, dict):
+        return [f"is a {type(entry).__name__}, not an object"]
+    problems = []
+    latency = entry.get("latency")
+    if latency is not None:
+        processes = latency.get("processes") if isinstance(latency, dict) else None
+        if not isinstance(processes, list) or not processes:
+            problems.append("latency.processes must be a non-empty list")
+        else:
+            for i, process in enumerate(processes):
+                for figure in FIGURES.values():
+                    if not _positive(process.get(figure) if isinstance(process, dict) else None):
+                        problems.append(f"latency.processes[{i}].{figure} must be a finite "
+                                        f"positive number")
+        for figure in FIGURES.values():
+            if not _positive(latency.get(figure) if isinstance(latency, dict) else None):
+                problems.append(f"latency.{figure} must be a finite positive number")
+    memory = entry.get("memory")
+    if memory is not None:
+        if not isinstance(memory, dict):
+            problems.append("memory must be an object")
+        else:
+            # a model can add nothing measurable above its runtime: 0 MB is a figure
+            problems += [f"memory.{name} must be a finite number >= 0"
+                         for name, value in memory.items()
+                         if not (value == 0 or _positive(value))]
+    counted = entry.get("instructions")
+    if counted is not None:
+        if not isinstance(counted, dict) or not _positive(counted.get("per_inference")):
+            problems.append("instructions.per_inference must be a finite positive number")
+        elif not (isinstance(counted.get("processes"), list) and counted["processes"]
+                  and all(_positive(c) for c in counted["processes"])):
+            problems.append("instructions.processes must be a non-empty list of finite "
+                            "positive counts")
+    if latency is None and memory is None and counted is None:
+        problems.append("has no latency, memory or instructions figures")
+    return problems
+
+
 class BaselineStore:
     def __init__(self, path: Path):
         self.path = Path(path)
 
-    def load(self) -> dict:
+    def _read(self) -> dict:
         if not self.path.exists():
             return {"schema": SCHEMA, "machine": machine(), "entries": {}}
         try:
             data = json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BaselineError(f"{self.path}: not readable JSON: {exc}") from None
-        if data.get("schema") != SCHEMA or not isinstance(data.get("entries"), dict):
-            raise BaselineError(f"{self.path}: not an {SCHEMA} file (schema "
-                                f"{data.get('schema')!r}); re-take it with "
-                                f"`pytest suites/performance --update-baselines`")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BaselineError(f"{self.path}: not readable JSON: {exc}; {RETAKE}") from None
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA or \
+                not isinstance(data.get("entries"), dict):
+            schema = data.get("schema") if isinstance(data, dict) else type(data).__name__
+            raise BaselineError(f"{self.path}: not an {SCHEMA} file (schema {schema!r}); "
+                                f"{RETAKE}")
+        return data
+
+    def load(self) -> dict:
+        """The file's content; every entry checked (a NaN or negative figure would silence
+        or break the gate)."""
+        data = self._read()
+        bad = {k: why for k, e in data["entries"].items() if (why := entry_problems(e))}
+        if bad:
+            listed = "; ".join(f"entry {k!r}: {', '.join(why)}" for k, why in sorted(bad.items()))
+            raise BaselineError(f"{self.path}: {listed}; {RETAKE}")
         return data
 
     def entry(self, model: str, backend: str, precision: str) -> dict | None:
@@ -83,7 +145,10 @@ class BaselineStore:
             remove_stale_temporaries(self.path)
             moved = None
             try:
-                data = self.load()
+                data = self._read()
+                # Bad entries are dropped: re-measured ones come back in ``entries``.
+                data["entries"] = {k: e for k, e in data["entries"].items()
+                                   if not entry_problems(e)}
             except BaselineError:
                 moved = self.path.with_name(
                     f"{self.path.stem}.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%S}.json")

@@ -250,11 +250,14 @@ def test_a_baseline_from_before_the_model_figure_is_not_compared():
 
 
 def test_store_merges_atomically_and_keeps_other_entries(tmp_path):
+    def entry(mb):
+        return {"memory": {"model_peak_mb": mb}}
+
     store = BaselineStore(tmp_path / "m.json")
-    store.merge({"a/b/fp32": {"v": 1}, "c/d/fp32": {"v": 2}})
-    store.merge({"a/b/fp32": {"v": 3}})
+    store.merge({"a/b/fp32": entry(1), "c/d/fp32": entry(2)})
+    store.merge({"a/b/fp32": entry(3)})
     data = json.loads((tmp_path / "m.json").read_text())
-    assert data["entries"] == {"a/b/fp32": {"v": 3}, "c/d/fp32": {"v": 2}}
+    assert data["entries"] == {"a/b/fp32": entry(3), "c/d/fp32": entry(2)}
     assert data["machine"]["id"] == baselines.machine()["id"]
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]  # no temp file left behind
 
@@ -337,7 +340,9 @@ def test_calibration_returns_the_geometric_mean_of_its_parts():
 def test_diff_command_compares_candidate_with_the_machine_baseline(tmp_path, capsys):
     from infergate.__main__ import main
 
-    entry = {"latency": {"p50_ms": 10.0, "normalised": 2.0}, "memory": {"peak_rss_mb": 50.0}}
+    entry = {"latency": {"p50_ms": 10.0, "normalised": 2.0,
+                         "processes": [{"p50_ms": 10.0, "normalised": 2.0}]},
+             "memory": {"peak_rss_mb": 50.0}}
     machine = baselines.machine()
     BaselineStore(tmp_path / "base" / f"{machine['id']}.json").merge({"a/b/fp32": entry})
     candidate = tmp_path / "candidate.json"

@@ -3,11 +3,12 @@ a corrupt baseline, concurrent updates, an interrupt, a SIGKILL."""
 
 import json
 import multiprocessing
+import re
 import signal
 
 import pytest
 
-from infergate.baselines import BaselineStore
+from infergate.baselines import BaselineError, BaselineStore
 
 ONE = ("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32")
 
@@ -60,7 +61,7 @@ def test_a_corrupt_baseline_is_moved_aside_by_an_update(project, pytester):
 def _hammer(path, worker, count):
     store = BaselineStore(path)
     for i in range(count):
-        store.merge({f"m{worker}/b/fp32-{i}": {"i": i}})
+        store.merge({f"m{worker}/b/fp32-{i}": {"memory": {"model_peak_mb": float(i)}}})
 
 
 def test_concurrent_updates_of_one_baseline_file_lose_nothing(tmp_path):
@@ -113,3 +114,35 @@ def test_bad_numbers_in_options_are_usage_errors_naming_the_option(pytester, pro
     result = pytester.runpytest(f"{option}={value}", *ONE, "test_equivalence.py")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*argument {option}*"])
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda e: e["latency"]["processes"][0].update(normalised=float("nan")),
+     "latency.processes[0].normalised must be a finite positive number"),
+    (lambda e: e["latency"].update(p50_ms=-1.0), "latency.p50_ms must be a finite positive"),
+    (lambda e: e["latency"].update(processes=[]), "latency.processes must be a non-empty list"),
+    (lambda e: e["memory"].update(model_peak_mb=float("inf")), "memory.model_peak_mb must be"),
+    (lambda e: e.pop("latency") and e.pop("memory"), "has no latency, memory or instructions"),
+])
+def test_a_damaged_baseline_entry_is_an_error_naming_it_and_an_update_drops_it(tmp_path, damage,
+                                                                             message):
+    good = {"latency": {"p50_ms": 2.0, "normalised": 10.0,
+                        "processes": [{"p50_ms": 2.0, "normalised": 10.0}] * 2},
+            "memory": {"model_peak_mb": 5.0}}
+    bad = json.loads(json.dumps(good))
+    damage(bad)
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"schema": "infergate.baseline/2", "machine": {},
+                                "entries": {"a/b/fp32": good, "x/y/fp32": bad}}))
+    with pytest.raises(BaselineError, match=rf"m.json: entry 'x/y/fp32': .*{re.escape(message)}"):
+        BaselineStore(path).load()
+    BaselineStore(path).merge({"c/d/fp32": good})
+    assert set(BaselineStore(path).load()["entries"]) == {"a/b/fp32", "c/d/fp32"}
+
+
+@pytest.mark.parametrize("text", ["", "[]", '{"schema": "infergate.baseline/1"}', "{tr"])
+def test_an_unusable_baseline_file_is_an_error_naming_it(tmp_path, text):
+    path = tmp_path / "m.json"
+    path.write_text(text)
+    with pytest.raises(BaselineError, match=r"m.json: not .*--update-baselines"):
+        BaselineStore(path).load()
