@@ -57,22 +57,71 @@ def hash_file(path: Path, h=None):
     return h
 
 
+MANIFEST = "manifest.json"  # each file's size and sha256, written with the artifact
+# Set by the pytest plugin for one run, inherited by its workers and probes: a build that
+# failed in this run is not tried again by every later test.
+SESSION_ENV = "INFERGATE_SESSION"
+
+
+def _manifest(folder: Path) -> dict[str, dict]:
+    return {str(f.relative_to(folder)): {"size": f.stat().st_size,
+                                         "sha256": hash_file(f).hexdigest()}
+            for f in sorted(folder.rglob("*")) if f.is_file() and f.name != MANIFEST}
+
+
 class ArtifactStore:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._verified: set[Path] = set()
 
     def path_for(self, kind: str, key: Mapping[str, Any]) -> Path:
         return self.root / kind / digest(key)
 
+    def damage(self, folder: Path) -> str | None:
+        """How a cached artifact differs from what was written (a truncated file, a missing
+        one), or None. Sizes every time, hashes once per process."""
+        manifest_path = folder / MANIFEST
+        if not manifest_path.exists():
+            return None  # built before manifests: nothing to check against
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            return f"its manifest is unreadable ({exc})"
+        for name, expected in manifest.items():
+            path = folder / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != expected["size"]:
+                return f"{name} is {path.stat().st_size} bytes, {expected['size']} were written"
+        if folder not in self._verified:
+            for name, expected in manifest.items():
+                if hash_file(folder / name).hexdigest() != expected["sha256"]:
+                    return f"{name}'s content changed since it was written"
+            self._verified.add(folder)
+        return None
+
     def get(self, kind: str, key: Mapping[str, Any], build: Callable[[Path], None],
             describe: str) -> Path:
-        """The directory holding the artifact for ``key``, building it on a cache miss.
+        """The directory holding the artifact for ``key``, building it on a cache miss, or
+        again when the cached one was damaged.
 
         ``build(tmpdir)`` writes the artifact's files into ``tmpdir``.
         """
         final = self.path_for(kind, key)
         if (final / "key.json").exists():
-            return final
+            damaged = self.damage(final)
+            if damaged is None:
+                return final
+            aside = final.parent / f"damaged-{final.name}"
+            shutil.rmtree(aside, ignore_errors=True)
+            final.rename(aside)
+            progress.say(f"{describe}: the cached artifact was damaged ({damaged}); moved to "
+                         f"{aside}, building it again")
+        kept = final.parent / f"failed-{final.name}"
+        earlier = self._failed_this_session(kept)
+        if earlier:
+            raise ArtifactError(f"{describe} failed earlier in this run, not tried again: "
+                                f"{earlier}\npartial artifacts kept in {kept}")
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".{final.name}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -81,13 +130,15 @@ class ArtifactStore:
             with progress.step(f"{describe} (cache miss: {final})"):
                 build(tmp)
         except Exception as exc:
-            kept = final.parent / f"failed-{final.name}"
             shutil.rmtree(kept, ignore_errors=True)
             tmp.rename(kept)
-            raise ArtifactError(
-                f"{describe} failed: {type(exc).__name__}: {exc}\n"
-                f"partial artifacts kept in {kept}") from exc
+            message = f"{type(exc).__name__}: {exc}"
+            (kept / "failure.json").write_text(json.dumps(
+                {"session": os.environ.get(SESSION_ENV), "error": message}))
+            raise ArtifactError(f"{describe} failed: {message}\n"
+                                f"partial artifacts kept in {kept}") from exc
         (tmp / "key.json").write_text(json.dumps(key, sort_keys=True, indent=1, default=str))
+        (tmp / MANIFEST).write_text(json.dumps(_manifest(tmp), indent=1))
         try:
             tmp.rename(final)
         except OSError:  # another worker finished first: theirs is as good as ours
@@ -95,3 +146,14 @@ class ArtifactStore:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
         return final
+
+    @staticmethod
+    def _failed_this_session(kept: Path) -> str | None:
+        session = os.environ.get(SESSION_ENV)
+        if not session:
+            return None
+        try:
+            record = json.loads((kept / "failure.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return record["error"] if record.get("session") == session else None
