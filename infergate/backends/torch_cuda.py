@@ -18,6 +18,7 @@ from infergate.backends.torch_eager import (
     DTYPES,
     TorchRunner,
     convert_module,
+    named_outputs,
     tiny_module,
     to_torch,
 )
@@ -49,7 +50,7 @@ class TorchCudaRunner(TorchRunner):
         with torch.inference_mode():
             outputs = self.module(**self._inputs.get(feed))
         return {name: out.float().cpu().numpy()
-                for name, out in zip(self.output_names, outputs, strict=True)}
+                for name, out in named_outputs(self.label, self.output_names, outputs).items()}
 
     def synchronize(self) -> None:
         torch.cuda.synchronize()

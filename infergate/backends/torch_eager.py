@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from infergate.backends.base import Backend, Runner
+from infergate.backends.base import Backend, Runner, RunnerError
 from infergate.backends.warmup import FEATURES, tiny_feed
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
@@ -48,6 +48,29 @@ def to_torch(feed: Mapping[str, np.ndarray], dtype: torch.dtype) -> dict[str, to
     return tensors
 
 
+def named_outputs(label: str, names: tuple[str, ...], outputs) -> dict:
+    """``forward``'s result by the spec's output names: a tuple (or list) of tensors in
+    ``ModelSpec.outputs`` order, or one tensor for a single output; anything else is one
+    clear error (a tensor would otherwise be zipped row by row)."""
+    if isinstance(outputs, torch.Tensor) and len(names) == 1:
+        outputs = (outputs,)
+    if not (isinstance(outputs, tuple | list) and len(outputs) == len(names)
+            and all(isinstance(o, torch.Tensor) for o in outputs)):
+        if isinstance(outputs, torch.Tensor):
+            got = f"one tensor of shape {tuple(outputs.shape)}"
+        elif isinstance(outputs, dict):
+            got = f"a dict with keys {sorted(outputs)}"
+        elif isinstance(outputs, tuple | list):
+            got = f"a {type(outputs).__name__} of {len(outputs)} " \
+                  f"({', '.join(type(o).__name__ for o in outputs)})"
+        else:
+            got = f"a {type(outputs).__name__}"
+        raise RunnerError(f"{label}: the model's forward returned {got}; its ModelSpec declares "
+                          f"outputs {list(names)}: forward must return a tuple of tensors in "
+                          f"that order")
+    return dict(zip(names, outputs, strict=True))
+
+
 class TorchRunner(Runner):
     def __init__(self, label, output_names, module, input_dtype):
         super().__init__(label, output_names)
@@ -62,8 +85,8 @@ class TorchRunner(Runner):
     def run_impl(self, feed):
         with torch.inference_mode():
             outputs = self.module(**to_torch(feed, self.input_dtype))
-        return {name: out.float().numpy() for name, out in zip(self.output_names, outputs,
-                                                                strict=True)}
+        return {name: out.float().numpy()
+                for name, out in named_outputs(self.label, self.output_names, outputs).items()}
 
     def deactivate_impl(self):
         self.module = None

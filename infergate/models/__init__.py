@@ -31,6 +31,8 @@ def _load(qualified: str) -> ModelSpec:
         spec = getattr(importlib.import_module(qualified), "SPEC", None)
     except SpecError as exc:
         raise SpecError(f"{where}: {exc}") from None
+    except Exception as exc:  # e.g. ModelSpec(...) missing a field: a TypeError
+        raise SpecError(f"{where}: importing it raised {type(exc).__name__}: {exc}") from None
     if spec is None:
         raise SpecError(f"{where}: defines no SPEC = ModelSpec(...)")
     if not isinstance(spec, ModelSpec):

@@ -1,0 +1,54 @@
+"""A model spec that is wrong fails with one message naming the file or the model."""
+
+import re
+from dataclasses import replace
+
+import pytest
+import torch
+
+from infergate.backends import RunnerError
+from infergate.backends.torch_eager import named_outputs
+from infergate.models import _load, all_models
+from infergate.spec import SpecError
+
+
+def test_a_spec_missing_a_field_names_its_file(tmp_path, monkeypatch):
+    (tmp_path / "broken_model.py").write_text(
+        "from infergate.spec import ModelSpec\nSPEC = ModelSpec(name='broken', build=None)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SpecError, match=r"broken_model.py: importing it raised TypeError: .*"
+                                        r"missing .*'make_inputs'"):
+        _load("broken_model")
+
+
+@pytest.mark.parametrize(("returned", "got"), [
+    (lambda: {"logits": torch.zeros(2, 3)}, "a dict with keys ['logits']"),
+    (lambda: torch.zeros(4, 3), "one tensor of shape (4, 3)"),
+    (lambda: (torch.zeros(1), 3), "a tuple of 2 (Tensor, int)"),
+])
+def test_a_forward_that_does_not_return_the_declared_tuple_is_one_clear_error(returned, got):
+    with pytest.raises(RunnerError, match=r"m-torch-fp32: the model's forward returned "
+                                          rf"{re.escape(got)}.*"
+                                          r"declares outputs \['logits', 'energy'\]"):
+        named_outputs("m-torch-fp32", ("logits", "energy"), returned())
+
+
+def test_one_tensor_for_one_declared_output_is_taken_as_it():
+    out = named_outputs("m", ("logits",), torch.ones(2))
+    assert list(out) == ["logits"]
+
+
+@pytest.mark.parametrize("where", ["build", "make_inputs"])
+def test_a_spec_raising_in_build_or_make_inputs_errors_its_tests_naming_the_model(project,
+                                                                                  monkeypatch,
+                                                                                  where):
+    def explode(*args, **kwargs):
+        raise ValueError(f"{where} exploded")
+
+    spec = replace(all_models()["mlp"], **{where: explode})
+    for module in ("infergate.matrix", "infergate.workspace"):
+        monkeypatch.setattr(f"{module}.all_models", lambda: {"mlp": spec})
+    result, data = project("--models", "mlp", "--backends", "torch,ort_cpu", "--precisions",
+                           "fp32", "--isolation", "off")
+    assert {r["outcome"] for r in data["results"]} == {"error"}
+    assert all(f"{where} exploded" in r["reason"] for r in data["results"])
