@@ -90,14 +90,15 @@ def test_an_equivalence_without_a_reason_is_refused(cpu, tmp_path):
 
 def test_migrate_rekeys_an_old_baseline_by_the_cpu_it_was_taken_on(tmp_path):
     old = tmp_path / "amd-epyc-2c-nogpu.json"
-    old.write_text(json.dumps({"schema": baselines.SCHEMA, "entries": {"m/b/p": {"x": 1}},
+    entry = {"memory": {"model_peak_mb": 1.0}}
+    old.write_text(json.dumps({"schema": baselines.SCHEMA, "entries": {"m/b/p": entry},
                                "machine": {"id": "amd-epyc-2c-nogpu", "cpu": "AMD EPYC",
                                            "cores": 2, "gpu": None}}))
     fields, _ = machine_id.read_cpuinfo(DATA / "amd-epyc-zen4.cpuinfo")
     target = baselines.migrate(old, fields, tmp_path)
     data = json.loads(target.read_text())
     assert target.name == "amd-zen4-f25m17s1-avx512bf16-2c-nogpu.json"
-    assert data["entries"] == {"m/b/p": {"x": 1}}
+    assert data["entries"] == {"m/b/p": entry}
     assert data["machine"]["migrated_from"] == old.name
     with pytest.raises(baselines.BaselineError, match="already keyed by hardware"):
         baselines.migrate(target, fields, tmp_path)

@@ -4,6 +4,7 @@
 import pytest
 
 from infergate.spec import Timeouts
+from tests.conftest import REPO
 
 
 def by_id(results):
@@ -53,3 +54,25 @@ def test_an_exception_in_the_worker_is_an_error_with_the_workers_traceback(proje
     assert entry["outcome"] == "error"
     assert "exporter exploded" in entry["reason"]
     result.stdout.fnmatch_lines(["*in the worker:*", "*injected.py*"])
+
+
+def test_a_crashed_xdist_worker_leaves_a_crashed_result_not_a_null_one(project, pytester,
+                                                                      monkeypatch):
+    """Without isolation a native crash takes the xdist worker with it; the test it ran is
+    'crashed' in results.json and the reports, as pytest counts it failed."""
+    # xdist workers build their own registry: the fault goes in through the scratch conftest.
+    conftest = pytester.path / "conftest.py"
+    conftest.write_text(conftest.read_text() + (
+        "\nimport infergate.matrix\nfrom tests.faults.injected import faulty_backend\n"
+        "_planted = {**infergate.matrix.all_backends(), "
+        "'ort_cpu': faulty_backend('segfault', 'run')()}\n"
+        "infergate.matrix.all_backends = lambda: _planted\n"))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    result, data = project("--models", "mlp", "--backends", "torch,ort_cpu",
+                           "--precisions", "fp32", "--isolation", "off", "-n", "2")
+    results = by_id(data["results"])
+    assert results["mlp-ort_cpu-fp32"]["outcome"] == "crashed"
+    assert "never finished" in results["mlp-ort_cpu-fp32"]["reason"]
+    assert results["mlp-torch-fp32"]["outcome"] == "passed"
+    assert data["summary"]["crashed"] == 1 and data["summary"]["error"] == 0
+    result.assert_outcomes(passed=1, failed=1)

@@ -146,3 +146,10 @@ def test_an_unusable_baseline_file_is_an_error_naming_it(tmp_path, text):
     path.write_text(text)
     with pytest.raises(BaselineError, match=r"m.json: not .*--update-baselines"):
         BaselineStore(path).load()
+
+
+def test_a_killed_writers_temporary_is_cleared_by_the_next_update(tmp_path):
+    stale = tmp_path / ".m.json.x1y2z3.tmp"  # what SIGKILL mid-write leaves
+    stale.write_text("{half")
+    BaselineStore(tmp_path / "m.json").merge({"a/b/fp32": {"memory": {"model_peak_mb": 1.0}}})
+    assert not stale.exists()
