@@ -260,6 +260,17 @@ class IsolatedRunner(Runner):
         self._handle = None
 
 
+def prepare_in_worker(pool: WorkerPool, subject, backend, precision: str, limits: Limits,
+                      label: str) -> None:
+    """Build the combination's artifacts (export, quantization, compile caches) in a worker,
+    for a probe that then measures in a fresh process of its own."""
+    kind = type(backend)
+    pool.worker(subject.spec.name).call(
+        "build", label, "prepare (export, conversion, quantization, compile)", limits.prepare_s,
+        spec=spec_reference(subject.spec), backend=(kind.__module__, kind.__qualname__),
+        precision=precision, cache_dir=str(subject.store.root), fingerprint=subject.fingerprint)
+
+
 # --- the worker side -------------------------------------------------------------------------
 
 def find_backend(module: str, qualname: str):
@@ -287,17 +298,24 @@ class _Server:
         self._next = 0
 
     def open(self, spec, backend, precision, cache_dir, fingerprint, threads):
-        from infergate.artifacts import ArtifactStore
-        from infergate.subject import ModelUnderTest
-
-        subject = ModelUnderTest(find_spec(*spec), ArtifactStore(Path(cache_dir)),
-                                 fingerprint=fingerprint)
-        runner = find_backend(*backend).prepare(subject, precision)
+        runner = self._prepared(spec, backend, precision, cache_dir, fingerprint)
         runner.threads = threads
         runner.activate()
         self._next += 1
         self.runners[self._next] = runner
         return {"handle": self._next, "settings": runner.settings}
+
+    @staticmethod
+    def _prepared(spec, backend, precision, cache_dir, fingerprint) -> Runner:
+        from infergate.artifacts import ArtifactStore
+        from infergate.subject import ModelUnderTest
+
+        subject = ModelUnderTest(find_spec(*spec), ArtifactStore(Path(cache_dir)),
+                                 fingerprint=fingerprint)
+        return find_backend(*backend).prepare(subject, precision)
+
+    def build(self, **combination) -> None:
+        self._prepared(**combination)  # the artifacts stay in the cache; nothing activated
 
     def run(self, handle, feed):
         return self.runners[handle].run(feed)

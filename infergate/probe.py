@@ -32,13 +32,17 @@ class ProbeError(RuntimeError):
 
 
 def run_probe(subject, backend, precision: str, *, threads: int, min_time_s: float,
-              slowdown: float = 0.0) -> dict:
+              slowdown: float = 0.0, prepare=None) -> dict:
     """Measure one combination in a fresh process and return its figures.
 
-    Artifacts are built here first, so the probe's memory and cold start never include an
-    export or a quantization.
+    Artifacts are built first (by ``prepare()``, e.g. in a worker process; by default in
+    this one), so the probe's memory and cold start never include an export or a
+    quantization.
     """
-    backend.prepare(subject, precision)
+    if prepare is None:
+        backend.prepare(subject, precision)
+    else:
+        prepare()
     request = probe_request(subject.spec.name, backend.name, precision, subject.store.root,
                             subject.fingerprint, dims=subject.spec.benchmark_dims(),
                             threads=threads, min_time_s=min_time_s, slowdown=slowdown)
@@ -56,12 +60,16 @@ def where_found(subject, backend) -> dict:
             "backend_ref": (type(backend).__module__, type(backend).__qualname__)}
 
 
-def counted_request(subject, backend, precision: str, *, slowdown: float = 0.0) -> dict:
+def counted_request(subject, backend, precision: str, *, slowdown: float = 0.0,
+                    prepare=None) -> dict:
     """The request for counting one combination under callgrind (``spawn_counted``), its
-    artifacts built here first, as for ``run_probe``."""
+    artifacts built first, as for ``run_probe``."""
     from infergate.instructions import shim_path
 
-    backend.prepare(subject, precision)
+    if prepare is None:
+        backend.prepare(subject, precision)
+    else:
+        prepare()
     request = probe_request(subject.spec.name, backend.name, precision, subject.store.root,
                             subject.fingerprint, dims=subject.spec.benchmark_dims(),
                             threads=1, min_time_s=0.0, slowdown=slowdown)

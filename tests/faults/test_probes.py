@@ -53,3 +53,14 @@ def test_a_crash_in_a_known_failure_is_not_excused(project, plant, fault):
     entry = data["results"][0]
     assert entry["outcome"] == ("crashed" if fault == "segfault" else "timeout")
     result.assert_outcomes(failed=1)
+
+
+@pytest.mark.parametrize("tests", [PERF_TESTS, ("test_instructions.py",)])
+def test_a_crash_while_preparing_for_a_probe_is_crashed_not_a_dead_run(project, plant, tests):
+    """The artifacts a probe measures are built in a worker: a crash in the export costs the
+    combination, not pytest."""
+    plant("segfault", "prepare", uncountable="")  # the MLP is counted here only
+    result, data = project(*SELECT, tests=tests)
+    crashed = [r for r in data["results"] if r["id"] == "mlp-ort_cpu-fp32"]
+    assert crashed and all(r["outcome"] == "crashed" for r in crashed)
+    assert all("SIGSEGV" in r["reason"] and "prepare" in r["reason"] for r in crashed)
