@@ -169,7 +169,10 @@ class Worker:
                            self.stderr_tail())
 
     def _at(self, step: str) -> str:
-        return f"{step}, at '{self.last_progress}'" if self.last_progress else step
+        if not self.last_progress:
+            return step
+        where = "after" if " done in " in self.last_progress else "at"
+        return f"{step}, {where} '{self.last_progress}'"
 
     def kill(self) -> None:
         if self.alive:
@@ -239,14 +242,14 @@ class IsolatedRunner(Runner):
     def activate_impl(self) -> None:
         self._worker = self._pool.worker(self._subject.spec.name)
         backend = type(self._backend)
-        opened = self._call(
+        self._handle = self._call(
             "open", "prepare (export, conversion, quantization, compile)",
             self.limits.prepare_s, spec=spec_reference(self._subject.spec),
             backend=(backend.__module__, backend.__qualname__), precision=self._precision,
             cache_dir=str(self._subject.store.root), fingerprint=self._subject.fingerprint,
             threads=self.threads)
-        self._handle = opened["handle"]
-        self.settings = opened["settings"]
+        self.settings = self._call("activate", "activate (session creation, compile)",
+                                   self.limits.prepare_s, handle=self._handle)
 
     def run_impl(self, feed):
         self._runs += 1
@@ -297,13 +300,15 @@ class _Server:
         self.runners: dict[int, Runner] = {}
         self._next = 0
 
-    def open(self, spec, backend, precision, cache_dir, fingerprint, threads):
+    def open(self, spec, backend, precision, cache_dir, fingerprint, threads) -> int:
         runner = self._prepared(spec, backend, precision, cache_dir, fingerprint)
         runner.threads = threads
-        runner.activate()
         self._next += 1
         self.runners[self._next] = runner
-        return {"handle": self._next, "settings": runner.settings}
+        return self._next
+
+    def activate(self, handle) -> dict:
+        return self.runners[handle].activate().settings
 
     @staticmethod
     def _prepared(spec, backend, precision, cache_dir, fingerprint) -> Runner:
@@ -321,7 +326,9 @@ class _Server:
         return self.runners[handle].run(feed)
 
     def close(self, handle):
-        self.runners.pop(handle).deactivate()
+        runner = self.runners.pop(handle)
+        if runner.is_active:
+            runner.deactivate()
 
 
 def serve() -> int:

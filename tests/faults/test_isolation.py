@@ -14,7 +14,7 @@ def by_id(results):
 @pytest.mark.parametrize(("fault", "at", "signal", "step"), [
     ("segfault", "run", "SIGSEGV", "first inference"),
     ("segfault", "prepare", "SIGSEGV", "prepare"),
-    ("abort", "activate", "SIGABRT", "prepare"),
+    ("abort", "activate", "SIGABRT", "activate"),
     ("kill", "run", "SIGKILL", "first inference"),
 ])
 def test_a_native_crash_is_one_crashed_verdict_and_the_run_goes_on(project, plant, fault, at,
@@ -62,11 +62,13 @@ def test_a_crashed_xdist_worker_leaves_a_crashed_result_not_a_null_one(project, 
     'crashed' in results.json and the reports, as pytest counts it failed."""
     # xdist workers build their own registry: the fault goes in through the scratch conftest.
     conftest = pytester.path / "conftest.py"
+    # Only in the xdist workers' own processes: this conftest is also imported here.
     conftest.write_text(conftest.read_text() + (
-        "\nimport infergate.matrix\nfrom tests.faults.injected import faulty_backend\n"
-        "_planted = {**infergate.matrix.all_backends(), "
+        "\nimport os\nif os.environ.get('PYTEST_XDIST_WORKER'):\n"
+        "    import infergate.matrix\n    from tests.faults.injected import faulty_backend\n"
+        "    _planted = {**infergate.matrix.all_backends(), "
         "'ort_cpu': faulty_backend('segfault', 'run')()}\n"
-        "infergate.matrix.all_backends = lambda: _planted\n"))
+        "    infergate.matrix.all_backends = lambda: _planted\n"))
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     result, data = project("--models", "mlp", "--backends", "torch,ort_cpu",
                            "--precisions", "fp32", "--isolation", "off", "-n", "2")
@@ -76,3 +78,22 @@ def test_a_crashed_xdist_worker_leaves_a_crashed_result_not_a_null_one(project, 
     assert results["mlp-torch-fp32"]["outcome"] == "passed"
     assert data["summary"]["crashed"] == 1 and data["summary"]["error"] == 0
     result.assert_outcomes(passed=1, failed=1)
+
+
+def test_a_real_onnx_runtime_segfault_is_one_crashed_verdict(project, monkeypatch):
+    """The field case: the bidirectional GRU tagger at fp16 segfaults inside ONNX Runtime."""
+    from tests.faults.bigru_tagger import SPEC
+
+    for module in ("infergate.matrix", "infergate.workspace"):
+        monkeypatch.setattr(f"{module}.all_models", lambda: {"bigru_tagger": SPEC})
+    result, data = project("--models", "bigru_tagger", "--backends", "torch,ort_cpu",
+                           "--precisions", "fp32,fp16")
+    results = by_id(data["results"])
+    crashed = results["bigru_tagger-ort_cpu-fp16"]
+    assert crashed["outcome"] == "crashed"
+    # ORT dies creating the session (InferenceSession), after the fp16 conversion.
+    assert "SIGSEGV" in crashed["reason"] and "during activate" in crashed["reason"]
+    assert "Fatal Python error: Segmentation fault" in crashed["child_failure"]["stderr_tail"]
+    assert {results[i]["outcome"] for i in ("bigru_tagger-torch-fp32", "bigru_tagger-torch-fp16",
+                                             "bigru_tagger-ort_cpu-fp32")} == {"passed"}
+    assert (result.ret, data["run"]["complete"]) == (pytest.ExitCode.TESTS_FAILED, True)
