@@ -69,6 +69,15 @@ def _manifest(folder: Path) -> dict[str, dict]:
             for f in sorted(folder.rglob("*")) if f.is_file() and f.name != MANIFEST}
 
 
+def _fsync_tree(folder: Path) -> None:
+    for path in [*sorted(folder.rglob("*")), folder]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 class ArtifactStore:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -139,6 +148,7 @@ class ArtifactStore:
                                 f"partial artifacts kept in {kept}") from exc
         (tmp / "key.json").write_text(json.dumps(key, sort_keys=True, indent=1, default=str))
         (tmp / MANIFEST).write_text(json.dumps(_manifest(tmp), indent=1))
+        _fsync_tree(tmp)  # on disk before the rename publishes it
         try:
             tmp.rename(final)
         except OSError:  # another worker finished first: theirs is as good as ours
