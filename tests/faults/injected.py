@@ -7,6 +7,7 @@ the very same faulty backend the test put in the registry."""
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import signal
 import time
@@ -22,7 +23,12 @@ def abort() -> None:
     os.abort()  # SIGABRT, as from a failed assertion in a runtime's C++ code
 
 
+def broken_import() -> None:
+    importlib.import_module("tests.faults.broken_package")  # installed, but will not load
+
+
 FAULTS = {"segfault": segfault, "abort": abort, "hang": lambda: time.sleep(3600),
+          "broken_import": broken_import,
           "kill": lambda: os.kill(os.getpid(), signal.SIGKILL),  # as the OOM killer does
           "raise": lambda: (_ for _ in ()).throw(RuntimeError("exporter exploded"))}
 

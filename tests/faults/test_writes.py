@@ -5,6 +5,7 @@ import json
 import multiprocessing
 import re
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -153,3 +154,30 @@ def test_a_killed_writers_temporary_is_cleared_by_the_next_update(tmp_path):
     stale.write_text("{half")
     BaselineStore(tmp_path / "m.json").merge({"a/b/fp32": {"memory": {"model_peak_mb": 1.0}}})
     assert not stale.exists()
+
+
+_WRITER = """
+import json, sys
+from infergate.atomic import atomic_write_text
+i = 0
+while True:
+    i += 1
+    atomic_write_text(sys.argv[1], json.dumps({"i": i, "pad": "x" * 2_000_000}))
+"""
+
+
+def test_sigkill_during_atomic_writes_leaves_a_whole_file(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "results.json"
+    for delay in (0.3, 0.45, 0.6, 0.75, 0.9):
+        writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)],
+                                  cwd=Path(__file__).resolve().parents[2])
+        time.sleep(delay)
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        if target.exists():  # the old file or the new one, never a torn one
+            assert json.loads(target.read_text())["i"] >= 1
+    assert target.exists()
