@@ -69,7 +69,9 @@ class OutputMetrics:
     ``sqnr_db`` is ``10*log10(sum(b^2) / sum((a-b)^2))``: +inf when identical, -inf when
     the reference is all zero and the actual is not.  ``top1`` is the fraction of rows
     (all leading axes) whose argmax over the last axis agrees, ``None`` unless computed
-    as logits.  ``allclose_violations`` counts elements where ``|a-b| <= atol + rtol*|b|``
+    as logits; rows whose reference top-1/top-2 gap is within what this output's measured
+    error can flip (``TIE_SIGMAS`` x its RMSE) are near-ties, counted in ``near_ties`` and
+    left out of it.  ``allclose_violations`` counts elements where ``|a-b| <= atol + rtol*|b|``
     is false, over all elements (NaN always violates, equal infinities do not); ``None``
     when neither atol nor rtol was given.
     """
@@ -86,10 +88,11 @@ class OutputMetrics:
     nan_count: int
     inf_count: int
     expected_nonfinite: int
+    near_ties: int | None = None
 
     fields: ClassVar[tuple[str, ...]] = (
         "name", "shape", "max_abs", "max_rel", "rmse", "cosine", "sqnr_db", "top1",
-        "allclose_violations", "nan_count", "inf_count", "expected_nonfinite",
+        "near_ties", "allclose_violations", "nan_count", "inf_count", "expected_nonfinite",
     )
 
     @property
@@ -106,6 +109,8 @@ class OutputMetrics:
     def summary(self) -> str:
         """One line of the key figures, as failure messages show them."""
         top1 = "n/a" if self.top1 is None else f"{self.top1:.4g}"
+        if self.near_ties:
+            top1 += f" ({self.near_ties} near-tie row{'s' * (self.near_ties > 1)} not counted)"
         return (f"max_abs {_fmt(self.max_abs)}, max_rel {_fmt(self.max_rel)}, "
                 f"rmse {_fmt(self.rmse)}, cosine {_fmt_cos(self.cosine)}, "
                 f"sqnr {_fmt_db(self.sqnr_db)}, top1 {top1}")
@@ -131,10 +136,12 @@ def metrics(actual, expected, *, name: str = "output", logits: bool = False,
             close = np.isclose(a, b, rtol=rtol or 0.0, atol=atol or 0.0)
         violations = int(a.size - np.count_nonzero(close))
 
+    top1, near_ties = _top1(a, b) if logits else (None, None)
     return OutputMetrics(
         name=name,
         shape=tuple(int(d) for d in a.shape),
-        top1=_top1(a, b) if logits else None,
+        top1=top1,
+        near_ties=near_ties,
         allclose_violations=violations,
         nan_count=int(np.count_nonzero(np.isnan(a))),
         inf_count=int(np.count_nonzero(np.isinf(a))),
@@ -193,12 +200,37 @@ def _core_stats(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
             "rmse": math.sqrt(noise / a.size) * scale, "cosine": cosine, "sqnr_db": sqnr}
 
 
-def _top1(a: np.ndarray, b: np.ndarray) -> float | None:
+# A logit moves by at most ~3 RMSEs of its output's error; the top-1/top-2 gap, a difference of
+# two logits, by at most twice that. A reference row with a smaller gap can flip under this
+# very error without anything being wrong: a near-tie. A wider-gapped row that flips is a
+# confident flip and counts, at any batch size. The error is the median of the other rows'
+# RMSE, so a row that went badly wrong neither excuses itself nor its neighbours; and a gap of
+# more than TIE_MAX_FRACTION of the row's logit range is never a tie, however large the error
+# (wholesale error is for cosine and SQNR to judge).
+TIE_SIGMAS = 6.0
+TIE_MAX_FRACTION = 0.05
+
+
+def _top1(a: np.ndarray, b: np.ndarray) -> tuple[float | None, int | None]:
+    """(agreement over confident rows, near-tie rows left out)."""
     if a.ndim == 0 or a.size == 0:
-        return None
+        return None, None
     rows_a = a.reshape(-1, a.shape[-1])
     rows_b = b.reshape(-1, b.shape[-1])
-    return float(np.mean(np.argmax(rows_a, axis=-1) == np.argmax(rows_b, axis=-1)))
+    agree = np.argmax(rows_a, axis=-1) == np.argmax(rows_b, axis=-1)
+    n_rows, width = rows_b.shape
+    if n_rows < 2 or width < 2:
+        return float(np.mean(agree)), 0  # no other rows to measure the error by
+    with np.errstate(invalid="ignore", over="ignore"):
+        row_rmse = np.sqrt(np.nanmean((rows_a - rows_b) ** 2, axis=-1))
+    others = np.array([np.median(np.delete(row_rmse, i)) for i in range(n_rows)])
+    top2 = np.sort(rows_b, axis=-1)[:, -2:]
+    gap = top2[:, 1] - top2[:, 0]
+    span = rows_b.max(axis=-1) - rows_b.min(axis=-1)
+    tie = (gap <= TIE_SIGMAS * others) & (gap <= TIE_MAX_FRACTION * span)
+    if tie.all():
+        return None, int(n_rows)
+    return float(np.mean(agree[~tie])), int(np.count_nonzero(tie))
 
 
 def _rmse(a, b) -> float:

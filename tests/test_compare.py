@@ -340,3 +340,33 @@ def test_sqnr_falls_and_rmse_grows_with_noise(signal, noise):
     rmses = [m.rmse for m in ms]
     assert sqnrs == sorted(sqnrs, reverse=True)
     assert rmses == sorted(rmses)
+
+
+def _classifier_logits():
+    """4 rows x 10 classes; row 2 is a near-tie in the reference (gap 0.02)."""
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 1, (4, 10))
+    for row, winner in enumerate((3, 7, 1, 5)):
+        ref[row, winner] = 6.0
+    ref[2, 4] = 5.98
+    return ref
+
+
+def test_a_near_tie_row_that_flips_does_not_count_against_top1():
+    ref = _classifier_logits()
+    noisy = ref + np.random.default_rng(1).normal(0, 0.02, ref.shape)  # int8-sized error
+    noisy[2, 4], noisy[2, 1] = 6.0, 5.97  # the near-tie flips
+    m = metrics(noisy, ref, logits=True)
+    assert m.top1 == 1.0 and m.near_ties == 1
+    assert "1 near-tie row not counted" in m.summary()
+
+
+def test_a_confident_row_that_flips_still_counts():
+    ref = _classifier_logits()
+    noisy = ref + np.random.default_rng(1).normal(0, 0.02, ref.shape)
+    noisy[0, 3], noisy[0, 8] = 1.0, 6.5  # row 0's clear winner lost: a real defect
+    m = metrics(noisy, ref, logits=True)
+    assert m.top1 == pytest.approx(2 / 3) and m.near_ties == 1  # row 2 stays a near-tie
+    verdict = judge({"logits": noisy}, {"logits": ref}, Tolerance(min_top1=0.8),
+                    logits=("logits",), label="x")
+    assert not verdict and "top1 0.6667" in str(verdict)
