@@ -181,3 +181,22 @@ def test_sigkill_during_atomic_writes_leaves_a_whole_file(tmp_path):
         if target.exists():  # the old file or the new one, never a torn one
             assert json.loads(target.read_text())["i"] >= 1
     assert target.exists()
+
+
+def test_two_concurrent_updates_on_different_selections_keep_both(project, pytester):
+    """Two real pytest processes in the scratch project (``project``), started together:
+    they export into one cold cache and merge into one baseline file."""
+    import subprocess
+    import sys
+
+    common = ["-p", "no:cacheprovider", "--models", "mlp", "--precisions", "fp32",
+              "--update-baselines", "--baseline-processes", "1", "--perf-min-time", "0.05",
+              "test_memory.py"]
+    runs = [subprocess.Popen([sys.executable, "-m", "pytest", *common, "--backends", backend,
+                              f"--reports-dir=out-{backend}"], cwd=pytester.path,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for backend in ("torch", "ort_cpu")]
+    outputs = [run.communicate(timeout=600)[0].decode() for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    stored = json.loads(next((pytester.path / "baselines").glob("*.json")).read_text())
+    assert {"mlp/torch/fp32", "mlp/ort_cpu/fp32"} <= set(stored["entries"])
