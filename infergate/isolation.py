@@ -99,6 +99,7 @@ class Worker:
         self._tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._progress: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.last_progress = ""
+        self.retired = False
         self._reader = threading.Thread(target=self._drain_stderr, daemon=True)
         self._reader.start()
 
@@ -180,6 +181,7 @@ class Worker:
         self.proc.wait()
 
     def close(self) -> None:
+        self.retired = True  # closed on purpose: its runners re-open elsewhere when used
         if self.alive:
             try:
                 self._requests.close()
@@ -218,7 +220,8 @@ def spec_reference(spec) -> tuple[str, str]:
 
 class IsolatedRunner(Runner):
     """The combination's runner, living in a worker: ``prepare`` happens at activate(). Once
-    its worker died, every later call raises the same failure at once."""
+    its worker died, every later call raises the same failure at once; once the pool closed
+    its worker (to make room), the next call opens it again in a new one."""
 
     def __init__(self, pool: WorkerPool, subject, backend, precision: str, limits: Limits,
                  label: str, reproduce: str = ""):
@@ -233,6 +236,9 @@ class IsolatedRunner(Runner):
     def _call(self, op: str, step: str, limit_s: float, **args):
         if self.failure is not None:
             raise self.failure
+        if op != "open" and self._worker.retired:  # the pool closed it: open here again
+            self._open()
+            args["handle"] = self._handle
         try:
             return self._worker.call(op, self.label, step, limit_s, **args)
         except ChildFailure as exc:
@@ -240,6 +246,9 @@ class IsolatedRunner(Runner):
             raise self.failure from None
 
     def activate_impl(self) -> None:
+        self._open()
+
+    def _open(self) -> None:
         self._worker = self._pool.worker(self._subject.spec.name)
         backend = type(self._backend)
         self._handle = self._call(
@@ -258,7 +267,7 @@ class IsolatedRunner(Runner):
         return self._call("run", step, limit, handle=self._handle, feed=dict(feed))
 
     def deactivate_impl(self) -> None:
-        if self.failure is None and self._handle is not None:
+        if self.failure is None and self._handle is not None and not self._worker.retired:
             self._call("close", "deactivate", self.limits.run_s, handle=self._handle)
         self._handle = None
 

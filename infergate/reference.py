@@ -15,14 +15,18 @@ from infergate.subject import to_numpy
 
 
 class Reference:
-    def __init__(self, subject, seed: int = 0):
+    """``runner_for(precision)`` gives an unactivated PyTorch eager runner (by default in this
+    process; the plugin passes one living in a worker process, as for every backend)."""
+
+    def __init__(self, subject, seed: int = 0, runner_for=None):
         self.subject = subject
         self.feed: dict[str, np.ndarray] = subject.inputs(seed=seed)
         self._torch = TorchEager()
+        self._runner_for = runner_for or (lambda p: self._torch.prepare(self.subject, p))
         self._at: dict[str, tuple[dict | None, str]] = {}
 
     def _run(self, precision: str) -> dict[str, np.ndarray]:
-        with self._torch.prepare(self.subject, precision) as runner:
+        with self._runner_for(precision) as runner:
             return runner.run(self.feed)
 
     @cached_property
@@ -59,7 +63,7 @@ class Reference:
 
     @cached_property
     def _eager_runner(self):
-        return self._torch.prepare(self.subject, "fp32").activate()
+        return self._runner_for("fp32").activate()
 
     def eager(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """PyTorch eager fp32 on any feed (property tests draw their own shapes)."""

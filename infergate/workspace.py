@@ -22,7 +22,9 @@ class Workspace:
             self._subjects[model] = ModelUnderTest(all_models()[model], self.store)
         return self._subjects[model]
 
-    def reference(self, model: str) -> Reference:
+    def reference(self, model: str, runner_for=None) -> Reference:
+        """The model's reference, made once; ``runner_for`` (see Reference) at the first
+        call decides where PyTorch runs."""
         if model not in self._references:
-            self._references[model] = Reference(self.subject(model))
+            self._references[model] = Reference(self.subject(model), runner_for=runner_for)
         return self._references[model]

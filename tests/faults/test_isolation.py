@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from infergate.backends import all_backends
 from infergate.models import all_models
 from infergate.spec import Timeouts
 from tests.conftest import REPO
@@ -133,3 +134,27 @@ def test_no_home_ci_set_and_no_stdin_change_nothing(project, pytester, monkeypat
         "test_equivalence.py", stdin=subprocess.DEVNULL, timeout=600)
     assert result.ret == pytest.ExitCode.OK
     assert json.loads((pytester.path / "out" / "results.json").read_text())["run"]["complete"]
+
+
+def test_a_runner_whose_worker_the_pool_closed_opens_again(store):
+    """The reference's PyTorch runner stays active for the session; the pool keeps only a
+    few workers and closes the least recently used. That is no crash: it re-opens."""
+    from infergate.isolation import TIER_LIMITS, IsolatedRunner, WorkerPool
+    from infergate.subject import ModelUnderTest
+
+    pool = WorkerPool(size=1)
+    torch_backend = all_backends()["torch"]
+    runners = {}
+    try:
+        for name in ("mlp", "gru"):
+            subject = ModelUnderTest(all_models()[name], store)
+            runners[name] = (IsolatedRunner(pool, subject, torch_backend, "fp32",
+                                            TIER_LIMITS["smoke"], name).activate(),
+                             subject.inputs(seed=0))
+        runner, feed = runners["mlp"]  # its worker was closed to make room for gru's
+        assert runner.run(feed)["logits"].shape[0] == feed["pixels"].shape[0]
+        assert runner.failure is None
+        for runner, _ in runners.values():
+            runner.deactivate()
+    finally:
+        pool.close()
