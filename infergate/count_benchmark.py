@@ -34,7 +34,7 @@ from infergate.subject import ModelUnderTest
 
 
 def _parse(combo: str) -> tuple[str, str, str]:
-    model, backend, precision = combo.rsplit("-", 2)
+    model, backend, precision = combo.split("#")[0].rsplit("-", 2)  # "#2": a later run
     if model not in all_models() or backend not in all_backends():
         raise SystemExit(f"unknown combination {combo!r}")
     return model, backend, precision
@@ -150,10 +150,18 @@ def main(argv=None) -> int:
         print(f"cannot count instructions: {missing}", file=sys.stderr)
         return 2
     results = {}
+
+    def add(found: dict) -> None:
+        for combo, bucket in found.items():
+            label, n = combo.split("#")[0], 1
+            while (label if n == 1 else f"{label}#{n}") in results:
+                n += 1  # the same combination in another run keeps its own baseline
+            results[label if n == 1 else f"{label}#{n}"] = bucket
+
     for earlier in args.earlier:
-        results.update(json.loads(earlier.read_text())["results"])
+        add(json.loads(earlier.read_text())["results"])
     if combos:
-        results.update(run(combos, ArtifactStore(args.cache_dir), args))
+        add(run(combos, ArtifactStore(args.cache_dir), args))
     if not results:
         parser.error("nothing to judge: give --combos and/or --from")
     summary = summarise(rejudge(results))

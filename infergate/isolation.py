@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import faulthandler
 import importlib
+import importlib.util
 import io
 import os
 import pickle
@@ -180,8 +181,16 @@ class Worker:
             self.proc.kill()
         self.proc.wait()
 
-    def close(self) -> None:
+    def retire(self) -> None:
+        """Tell the worker to exit (its stdin closes); ``close`` waits for it."""
         self.retired = True  # closed on purpose: its runners re-open elsewhere when used
+        try:
+            self._requests.close()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.retire()
         if self.alive:
             try:
                 self._requests.close()
@@ -192,24 +201,42 @@ class Worker:
 
 class WorkerPool:
     """Workers reused across tests, one per model (its weights and exports load once); at
-    most ``size`` alive, the least recently used closed first. A dead worker is replaced."""
+    most ``size`` alive, the least recently used closed first. A dead worker is replaced.
+    One spare starts ahead, on the other core, so the next model's worker is ready."""
 
-    def __init__(self, size: int = 2):
+    # A worker costs its start (~2 s: torch, the runtimes) and its memory (torch plus one
+    # model, 0.3-1.5 GB); four cover the smoke tier's models, so each starts once.
+    def __init__(self, size: int = 4):
         self.size = size
         self._workers: collections.OrderedDict[str, Worker] = collections.OrderedDict()
+        self._spare: Worker | None = None
 
     def worker(self, key: str) -> Worker:
         worker = self._workers.pop(key, None)
         if worker is None or not worker.alive:
-            worker = Worker()
+            worker, self._spare = self._spare, None
+            if worker is None or not worker.alive:
+                worker = Worker()
+            self._spare = Worker()
         self._workers[key] = worker
         while len(self._workers) > self.size:
             self._workers.popitem(last=False)[1].close()
         return worker
 
     def close(self) -> None:
-        while self._workers:
-            self._workers.popitem()[1].close()
+        workers = [*self._workers.values(), *([self._spare] if self._spare else [])]
+        self._workers.clear()
+        self._spare = None
+        for worker in workers:  # all told at once: they exit in parallel
+            worker.retire()
+        for worker in workers:
+            worker.close()
+
+
+def known_fingerprint(subject) -> str | None:
+    """The subject's fingerprint if this process has it; else None, and the worker computes
+    it (building the torch module once there, not in both processes)."""
+    return subject.__dict__.get("fingerprint")
 
 
 def spec_reference(spec) -> tuple[str, str]:
@@ -255,7 +282,7 @@ class IsolatedRunner(Runner):
             "open", "prepare (export, conversion, quantization, compile)",
             self.limits.prepare_s, spec=spec_reference(self._subject.spec),
             backend=(backend.__module__, backend.__qualname__), precision=self._precision,
-            cache_dir=str(self._subject.store.root), fingerprint=self._subject.fingerprint,
+            cache_dir=str(self._subject.store.root), fingerprint=known_fingerprint(self._subject),
             threads=self.threads)
         self.settings = self._call("activate", "activate (session creation, compile)",
                                    self.limits.prepare_s, handle=self._handle)
@@ -280,7 +307,8 @@ def prepare_in_worker(pool: WorkerPool, subject, backend, precision: str, limits
     pool.worker(subject.spec.name).call(
         "build", label, "prepare (export, conversion, quantization, compile)", limits.prepare_s,
         spec=spec_reference(subject.spec), backend=(kind.__module__, kind.__qualname__),
-        precision=precision, cache_dir=str(subject.store.root), fingerprint=subject.fingerprint)
+        precision=precision, cache_dir=str(subject.store.root),
+        fingerprint=known_fingerprint(subject))
 
 
 # --- the worker side -------------------------------------------------------------------------
@@ -307,6 +335,7 @@ def find_spec(module: str, name: str):
 class _Server:
     def __init__(self):
         self.runners: dict[int, Runner] = {}
+        self.subjects: dict[tuple, object] = {}
         self._next = 0
 
     def open(self, spec, backend, precision, cache_dir, fingerprint, threads) -> int:
@@ -319,14 +348,15 @@ class _Server:
     def activate(self, handle) -> dict:
         return self.runners[handle].activate().settings
 
-    @staticmethod
-    def _prepared(spec, backend, precision, cache_dir, fingerprint) -> Runner:
+    def _prepared(self, spec, backend, precision, cache_dir, fingerprint) -> Runner:
         from infergate.artifacts import ArtifactStore
         from infergate.subject import ModelUnderTest
 
-        subject = ModelUnderTest(find_spec(*spec), ArtifactStore(Path(cache_dir)),
-                                 fingerprint=fingerprint)
-        return find_backend(*backend).prepare(subject, precision)
+        key = (tuple(spec), cache_dir, fingerprint)
+        if key not in self.subjects:  # built once: its torch module and exports are reused
+            self.subjects[key] = ModelUnderTest(find_spec(*spec), ArtifactStore(Path(cache_dir)),
+                                                fingerprint=fingerprint)
+        return find_backend(*backend).prepare(self.subjects[key], precision)
 
     def build(self, **combination) -> None:
         self._prepared(**combination)  # the artifacts stay in the cache; nothing activated
@@ -340,8 +370,16 @@ class _Server:
             runner.deactivate()
 
 
+# What CPU backends load on their first use, loaded before the first request instead: a
+# worker starts ahead of need (the pool's spare), so this time is off the tests' path.
+PRELOAD = ("onnxruntime", "openvino")
+
+
 def serve() -> int:
     faulthandler.enable()  # a native crash leaves the Python stack in the stderr tail
+    for module in PRELOAD:
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
     channel = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # prints, Python's or native, land in stderr, never in the protocol
     sys.stdout = sys.stderr
@@ -360,4 +398,6 @@ def serve() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(serve())
+    code = serve()
+    sys.stderr.flush()
+    os._exit(code)  # skip the frameworks' teardown at exit: slow, and nothing to keep
