@@ -52,3 +52,39 @@ class ChildFailure(RuntimeError):
         return {"status": self.status, "summary": self.summary(), "step": self.step,
                 "detail": self.detail,
                 "stderr_tail": self.stderr_tail, "reproduce": self.reproduce}
+
+
+def run_child(command: list[str], *, input: str, env: dict, timeout: float, cwd=None,
+              preexec_fn=None):
+    """``subprocess.run`` (text, output captured) for a child that may crash. The child gets
+    its own process group, killed soon after the child ends: ONNX Runtime's crash handler
+    forks a helper that hangs holding the child's pipes, and reading them to the end would
+    then wait out the whole timeout. Raises subprocess.TimeoutExpired as run() does."""
+    import os
+    import subprocess
+    import threading
+    import time
+
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
+                            preexec_fn=preexec_fn, start_new_session=True)
+
+    def kill_group():
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def reap_strays():
+        proc.wait()
+        time.sleep(2)  # its own last writes first
+        kill_group()
+
+    threading.Thread(target=reap_strays, daemon=True).start()
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group()
+        out, err = proc.communicate()
+        raise subprocess.TimeoutExpired(command, timeout, out, err) from None
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)

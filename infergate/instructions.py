@@ -156,7 +156,7 @@ def dump_totals(directory: Path) -> dict[str, int]:
 def spawn_counted(request: dict, *, source: Path, preexec_fn=None) -> dict:
     """Run ``python -m infergate.probe`` under callgrind with instrumentation off except
     around the probe's counted loop; returns the probe's reply with ``instructions`` added."""
-    from infergate.failures import ChildFailure, describe_exit
+    from infergate.failures import ChildFailure, describe_exit, run_child
     from infergate.probe import ProbeError
 
     label = f"{request['model']}-{request['backend']}-{request['precision']}"
@@ -170,9 +170,8 @@ def spawn_counted(request: dict, *, source: Path, preexec_fn=None) -> dict:
                    f"--callgrind-out-file={tmp}/callgrind.out.%p", "--error-limit=no",
                    sys.executable, "-m", "infergate.probe"]
         try:
-            proc = subprocess.run(command, input=json.dumps(request), capture_output=True,
-                                  text=True, env=env, timeout=TIMEOUT_S, preexec_fn=preexec_fn,
-                                  cwd=source)
+            proc = run_child(command, input=json.dumps(request), env=env, timeout=TIMEOUT_S,
+                             preexec_fn=preexec_fn, cwd=source)
         except subprocess.TimeoutExpired:
             raise ChildFailure("timeout", label, "instruction count (under callgrind)",
                                f"no reply within its limit of {TIMEOUT_S} s; the process was "

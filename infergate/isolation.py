@@ -21,6 +21,7 @@ import os
 import pickle
 import queue
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -93,9 +94,12 @@ class Worker:
         # The worker imports what this process can (a user's model module included).
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         # Unbuffered stdout: select() must see every byte that has not been read yet.
+        # Its own process group: what it forks (ONNX Runtime's crash handler forks a child
+        # that hangs holding the worker's pipes) is killed with it.
         self.proc = subprocess.Popen([sys.executable, "-m", "infergate.isolation"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env, bufsize=0)
+                                     stderr=subprocess.PIPE, env=env, bufsize=0,
+                                     start_new_session=True)
         self._requests = io.BufferedWriter(self.proc.stdin)
         self._tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._progress: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -148,6 +152,8 @@ class Worker:
             self._relay_progress()
             if ready:
                 break
+            if self.proc.poll() is not None:  # dead, though a stray child may hold the pipe
+                self._fail_dead(label, step)
             if left <= 0:
                 self.kill()
                 raise ChildFailure("timeout", label, self._at(step),
@@ -165,6 +171,7 @@ class Worker:
         except subprocess.TimeoutExpired:
             self.kill()
             returncode = self.proc.returncode
+        self._kill_group()
         self._relay_progress()
         raise ChildFailure("crashed", label, self._at(step),
                            f"the worker process ended with {describe_exit(returncode)}",
@@ -180,6 +187,14 @@ class Worker:
         if self.alive:
             self.proc.kill()
         self.proc.wait()
+        self._kill_group()
+
+    def _kill_group(self) -> None:
+        """Whatever the worker forked and left behind."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def retire(self) -> None:
         """Tell the worker to exit (its stdin closes); ``close`` waits for it."""
@@ -197,6 +212,7 @@ class Worker:
                 self.proc.wait(timeout=30)
             except (OSError, subprocess.TimeoutExpired):
                 self.kill()
+        self._kill_group()
 
 
 class WorkerPool:
@@ -328,7 +344,9 @@ def find_spec(module: str, name: str):
     found = [v for v in vars(importlib.import_module(module)).values()
              if isinstance(v, ModelSpec) and v.name == name]
     if not found:
-        raise LookupError(f"no ModelSpec named {name!r} in module {module!r}")
+        raise LookupError(f"no ModelSpec named {name!r} at the top level of module {module!r}: "
+                          f"a worker process finds a spec by its module, so define it there "
+                          f"(or run with --isolation off)")
     return found[0]
 
 

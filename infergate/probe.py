@@ -20,7 +20,7 @@ from dataclasses import asdict
 from itertools import pairwise
 from pathlib import Path
 
-from infergate.failures import ChildFailure, describe_exit
+from infergate.failures import ChildFailure, describe_exit, run_child
 from infergate.injected import InjectedWork
 
 MB = 2**20
@@ -116,10 +116,10 @@ def spawn_probe(request: dict, *, source: Path, lock_dir: Path) -> dict:
     label = f"{request['model']}-{request['backend']}-{request['precision']}"
     with measurement_lock(lock_dir):
         try:
-            proc = subprocess.run([sys.executable, "-m", "infergate.probe"],
-                                  input=json.dumps(request), capture_output=True, text=True,
-                                  env=env, timeout=TIMEOUT_S, preexec_fn=_fixed_layout,
-                                  cwd=source)  # `-m` puts the cwd first on sys.path
+            proc = run_child([sys.executable, "-m", "infergate.probe"],
+                             input=json.dumps(request), env=env, timeout=TIMEOUT_S,
+                             preexec_fn=_fixed_layout,
+                             cwd=source)  # `-m` puts the cwd first on sys.path
         except subprocess.TimeoutExpired as exc:
             raise ChildFailure("timeout", label, "measurement (fresh process)",
                                f"no reply within its limit of {TIMEOUT_S} s; the measuring "

