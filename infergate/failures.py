@@ -3,6 +3,7 @@ the probes load it before any framework)."""
 
 from __future__ import annotations
 
+import os
 import signal
 
 
@@ -54,13 +55,21 @@ class ChildFailure(RuntimeError):
                 "stderr_tail": self.stderr_tail, "reproduce": self.reproduce}
 
 
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group a child was started in (``start_new_session``): the child
+    and whatever it forked and left behind."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def run_child(command: list[str], *, input: str, env: dict, timeout: float, cwd=None,
               preexec_fn=None):
     """``subprocess.run`` (text, output captured) for a child that may crash. The child gets
     its own process group, killed soon after the child ends: ONNX Runtime's crash handler
     forks a helper that hangs holding the child's pipes, and reading them to the end would
     then wait out the whole timeout. Raises subprocess.TimeoutExpired as run() does."""
-    import os
     import subprocess
     import threading
     import time
@@ -69,22 +78,16 @@ def run_child(command: list[str], *, input: str, env: dict, timeout: float, cwd=
                             stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
                             preexec_fn=preexec_fn, start_new_session=True)
 
-    def kill_group():
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
     def reap_strays():
         proc.wait()
         time.sleep(2)  # its own last writes first
-        kill_group()
+        kill_group(proc.pid)
 
     threading.Thread(target=reap_strays, daemon=True).start()
     try:
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
-        kill_group()
+        kill_group(proc.pid)
         out, err = proc.communicate()
         raise subprocess.TimeoutExpired(command, timeout, out, err) from None
     return subprocess.CompletedProcess(command, proc.returncode, out, err)

@@ -21,7 +21,6 @@ import os
 import pickle
 import queue
 import select
-import signal
 import struct
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 
 from infergate import progress
 from infergate.backends.base import Runner
-from infergate.failures import ChildFailure, describe_exit
+from infergate.failures import ChildFailure, describe_exit, kill_group
 
 _HEADER = struct.Struct("!Q")
 STDERR_TAIL_LINES = 40
@@ -88,7 +87,8 @@ def _read_exactly(stream, size: int) -> bytes | None:
 
 
 class Worker:
-    """One child process serving ``open`` / ``run`` / ``close`` requests."""
+    """One child process serving the ``_Server``'s requests (build, open, activate, run,
+    close)."""
 
     def __init__(self):
         # The worker imports what this process can (a user's model module included).
@@ -190,11 +190,7 @@ class Worker:
         self._kill_group()
 
     def _kill_group(self) -> None:
-        """Whatever the worker forked and left behind."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        kill_group(self.proc.pid)  # whatever the worker forked and left behind
 
     def retire(self) -> None:
         """Tell the worker to exit (its stdin closes); ``close`` waits for it."""
