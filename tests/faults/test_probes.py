@@ -62,3 +62,4 @@ def test_a_crash_while_preparing_for_a_probe_is_crashed_not_a_dead_run(project, 
     crashed = [r for r in data["results"] if r["id"] == "mlp-ort_cpu-fp32"]
     assert crashed and all(r["outcome"] == "crashed" for r in crashed)
     assert all("SIGSEGV" in r["reason"] and "prepare" in r["reason"] for r in crashed)
+    assert all("reproduce alone: python -m pytest" in r["reason"] for r in crashed)
