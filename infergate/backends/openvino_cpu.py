@@ -25,20 +25,32 @@ def compile_config(config: dict, threads: int | None) -> dict:
     return {**config, "INFERENCE_NUM_THREADS": threads} if threads is not None else dict(config)
 
 
-def declared_ranks(model_path) -> list[int | None]:
-    """Each ONNX graph output's declared rank (None where undeclared), in order."""
+# ONNX TensorProto element types by kind: a port matched by position must be of the same kind
+# (OpenVINO may run f16 as f32, but never turns an index into a float).
+_ONNX_KINDS = {1: "float", 10: "float", 11: "float", 16: "float", 2: "int", 3: "int", 4: "int",
+               5: "int", 6: "int", 7: "int", 12: "int", 13: "int", 9: "bool"}
+
+
+def declared_outputs(model_path) -> list[tuple[int | None, str | None]]:
+    """Each ONNX graph output's declared (rank, kind), None where undeclared, in order."""
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
-    return [len(o.type.tensor_type.shape.dim) if o.type.tensor_type.HasField("shape") else None
-            for o in graph.output]
+    return [(len(o.type.tensor_type.shape.dim) if o.type.tensor_type.HasField("shape") else None,
+             _ONNX_KINDS.get(o.type.tensor_type.elem_type)) for o in graph.output]
+
+
+def _kind(port) -> str:
+    name = port.get_element_type().get_type_name()  # "f32", "i64", "boolean", ...
+    return "bool" if name.startswith("bool") else "float" if name[0] in "fb" else "int"
 
 
 def match_outputs(label: str, wanted: tuple[str, ...], ports: list,
-                  ranks: list[int | None]) -> dict:
+                  declared: list[tuple[int | None, str | None]]) -> dict:
     """Spec output name -> compiled output port. By any of a port's tensor names (one port
     can carry several once OpenVINO folds an Identity; ``get_any_name`` may pick the other);
-    where a name is gone, by position, which must agree with the graph's declared rank."""
+    where a name is gone, by position, which must agree with the graph's declared rank and
+    element kind (float, int, bool)."""
     found = {}
     for name in wanted:
         port = next((p for p in ports if name in p.get_names()), None)
@@ -54,12 +66,14 @@ def match_outputs(label: str, wanted: tuple[str, ...], ports: list,
                           f"{list(wanted)}, the compiled model {len(ports)} {names}")
     for i, name in enumerate(wanted):
         if name in missing:
-            port, rank = ports[i], ranks[i] if i < len(ranks) else None
-            if rank is not None and port.get_partial_shape().rank.get_length() != rank:
+            port = ports[i]
+            rank, kind = declared[i] if i < len(declared) else (None, None)
+            got = (port.get_partial_shape().rank.get_length(), _kind(port))
+            if (rank is not None and got[0] != rank) or (kind is not None and got[1] != kind):
                 raise RunnerError(
                     f"{label}: output {name!r} (position {i}) has no name in the compiled "
-                    f"model, and its port there {names[i]} has rank "
-                    f"{port.get_partial_shape().rank.get_length()}, not the graph's {rank}")
+                    f"model, and its port there {names[i]} is rank {got[0]} {got[1]}, not the "
+                    f"graph's rank {rank} {kind}")
             found[name] = port
     return found
 
@@ -78,7 +92,7 @@ class OpenVinoRunner(Runner):
                                            compile_config(self.config, self.threads))
         self.request = compiled.create_infer_request()
         self._ports = match_outputs(self.label, self.output_names, list(compiled.outputs),
-                                    declared_ranks(self.model_path))
+                                    declared_outputs(self.model_path))
         self.settings = {
             **self.config,
             # What the plugin actually runs ("f32", "bf16"), which must equal the request.

@@ -51,3 +51,27 @@ def test_a_count_mismatch_names_both_sides(tmp_path):
     with pytest.raises(RunnerError, match=r"short: outputs \['logits', 'extra'\] match no .*"
                                           r"spec has 2 outputs .*compiled model 3"):
         runner.activate()
+
+
+def test_a_position_of_another_kind_is_refused(tmp_path):
+    """An index (int64) output cannot stand in for a float one, whatever its position."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Relu", ["x"], ["h"]),
+             helper.make_node("ArgMax", ["h"], ["idx"], axis=1, keepdims=0)]
+    graph = helper.make_graph(
+        nodes, "kinds", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("idx", TensorProto.INT64, [2])])
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with OpenVinoRunner("kinds", ("h", "idx"), path, {"INFERENCE_PRECISION_HINT": "f32"}) as r:
+        assert r.run({"x": np.ones((2, 3), np.float32)})["h"].shape == (2, 3)  # by name
+    import openvino as ov
+
+    from infergate.backends.openvino_cpu import match_outputs
+
+    ports = list(ov.Core().compile_model(str(path), "CPU").outputs)
+    with pytest.raises(RunnerError, match=r"position 1.*is rank 1 int, not the graph's rank 1 "
+                                          r"float"):
+        match_outputs("kinds", ("h", "scores"), ports, [(2, "float"), (1, "float")])
