@@ -204,7 +204,6 @@ class Worker:
         self.retire()
         if self.alive:
             try:
-                self._requests.close()
                 self.proc.wait(timeout=30)
             except (OSError, subprocess.TimeoutExpired):
                 self.kill()
@@ -251,6 +250,18 @@ def known_fingerprint(subject) -> str | None:
     return subject.__dict__.get("fingerprint")
 
 
+def backend_reference(backend) -> tuple[str, str]:
+    """(module, class name) a fresh process builds ``backend`` from (``find_backend``)."""
+    return type(backend).__module__, type(backend).__qualname__
+
+
+def combination(subject, backend, precision: str) -> dict:
+    """What a worker needs to prepare a combination (``_Server._prepared``'s arguments)."""
+    return {"spec": spec_reference(subject.spec), "backend": backend_reference(backend),
+            "precision": precision, "cache_dir": str(subject.store.root),
+            "fingerprint": known_fingerprint(subject)}
+
+
 def spec_reference(spec) -> tuple[str, str]:
     """(module, name) the worker finds ``spec`` by: the registry's name, or the module that
     built it for a spec from outside the registry."""
@@ -289,13 +300,10 @@ class IsolatedRunner(Runner):
 
     def _open(self) -> None:
         self._worker = self._pool.worker(self._subject.spec.name)
-        backend = type(self._backend)
         self._handle = self._call(
             "open", "prepare (export, conversion, quantization, compile)",
-            self.limits.prepare_s, spec=spec_reference(self._subject.spec),
-            backend=(backend.__module__, backend.__qualname__), precision=self._precision,
-            cache_dir=str(self._subject.store.root), fingerprint=known_fingerprint(self._subject),
-            threads=self.threads)
+            self.limits.prepare_s, threads=self.threads,
+            **combination(self._subject, self._backend, self._precision))
         self.settings = self._call("activate", "activate (session creation, compile)",
                                    self.limits.prepare_s, handle=self._handle)
 
@@ -315,12 +323,9 @@ def prepare_in_worker(pool: WorkerPool, subject, backend, precision: str, limits
                       label: str) -> None:
     """Build the combination's artifacts (export, quantization, compile caches) in a worker,
     for a probe that then measures in a fresh process of its own."""
-    kind = type(backend)
     pool.worker(subject.spec.name).call(
         "build", label, "prepare (export, conversion, quantization, compile)", limits.prepare_s,
-        spec=spec_reference(subject.spec), backend=(kind.__module__, kind.__qualname__),
-        precision=precision, cache_dir=str(subject.store.root),
-        fingerprint=known_fingerprint(subject))
+        **combination(subject, backend, precision))
 
 
 # --- the worker side -------------------------------------------------------------------------

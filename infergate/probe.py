@@ -54,10 +54,9 @@ def run_probe(subject, backend, precision: str, *, threads: int, min_time_s: flo
 def where_found(subject, backend) -> dict:
     """Where a fresh process finds the spec and backend classes: a user's or a planted
     fault's as well as the registry's."""
-    from infergate.isolation import spec_reference
+    from infergate.isolation import backend_reference, spec_reference
 
-    return {"spec_ref": spec_reference(subject.spec),
-            "backend_ref": (type(backend).__module__, type(backend).__qualname__)}
+    return {"spec_ref": spec_reference(subject.spec), "backend_ref": backend_reference(backend)}
 
 
 def counted_request(subject, backend, precision: str, *, slowdown: float = 0.0,
