@@ -26,6 +26,7 @@ import numpy as np
 from infergate.precision import Tolerance
 
 __all__ = [
+    "ExactMetrics",
     "NoWorse",
     "OutputMetrics",
     "ShapeMismatch",
@@ -148,6 +149,71 @@ def metrics(actual, expected, *, name: str = "output", logits: bool = False,
         expected_nonfinite=int(np.count_nonzero(~np.isfinite(b))),
         **core,
     )
+
+
+def is_exact(array) -> bool:
+    """Integer and bool outputs (labels, indices, masks) are compared exactly, never as floats."""
+    return np.asarray(array).dtype.kind in "biu"
+
+
+@dataclass(frozen=True)
+class ExactMetrics:
+    """How an integer or bool output differs from its reference: elements that differ, and
+    the first of them (C order) with both values. Float metrics mean nothing here."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    expected_dtype: str
+    mismatches: int
+    first_index: tuple[int, ...] | None
+    first_actual: int | bool | float | None
+    first_expected: int | bool | None
+
+    fields: ClassVar[tuple[str, ...]] = (
+        "name", "shape", "dtype", "expected_dtype", "mismatches", "first_index",
+        "first_actual", "first_expected",
+    )
+    # What the verdict code asks of every output's metrics.
+    nonfinite: ClassVar[int] = 0
+    expected_nonfinite: ClassVar[int] = 0
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def kinds_differ(self) -> bool:
+        """A bool where PyTorch gives an integer, or a float where it gives either: the
+        output's meaning changed, even where the values happen to agree."""
+        return np.dtype(self.dtype).kind != np.dtype(self.expected_dtype).kind and \
+            {np.dtype(self.dtype).kind, np.dtype(self.expected_dtype).kind} != {"i", "u"}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"exact": True} | {f: _jsonable(getattr(self, f)) for f in self.fields}
+
+    def summary(self) -> str:
+        if not self.mismatches:
+            return f"{self.dtype}, all {self.size} elements equal"
+        return (f"{self.dtype}, {self.mismatches} of {self.size} elements differ, first at "
+                f"index {self.first_index}: {self.first_actual!r} vs {self.first_expected!r}")
+
+
+def exact_metrics(actual, expected, *, name: str = "output") -> ExactMetrics:
+    """Compare an integer or bool output element by element. Raises ShapeMismatch."""
+    a, b = np.asarray(actual), np.asarray(expected)
+    if a.shape != b.shape:
+        raise ShapeMismatch(name, a.shape, b.shape)
+    with np.errstate(invalid="ignore"):
+        differ = a != b  # NaN in a float actual differs, as it should
+    where = np.argwhere(differ)
+    first = tuple(int(i) for i in where[0]) if where.size else None
+    return ExactMetrics(
+        name=name, shape=tuple(int(d) for d in a.shape), dtype=str(a.dtype),
+        expected_dtype=str(b.dtype), mismatches=int(np.count_nonzero(differ)),
+        first_index=first,
+        first_actual=None if first is None else a[first].item(),
+        first_expected=None if first is None else b[first].item())
 
 
 def _pow2_scale(*arrays: np.ndarray) -> float:
@@ -375,6 +441,11 @@ def judge(actual: Mapping[str, Any], expected: Mapping[str, Any], tolerance: Tol
     unknown = [n for n in logits if n not in expected]
     if unknown:
         raise ValueError(f"{label}: logits names unknown outputs {unknown}")
+    not_float = [n for n in logits if is_exact(expected[n])]
+    if not_float:
+        dtypes = ", ".join(str(np.asarray(expected[n]).dtype) for n in not_float)
+        raise ValueError(f"{label}: logits names outputs that are not floating point: "
+                         f"{_names(not_float)} ({dtypes})")
 
     structural: list[tuple[str, str]] = []  # (output name, problem)
     missing = [n for n in expected if n not in actual]
@@ -384,18 +455,24 @@ def judge(actual: Mapping[str, Any], expected: Mapping[str, Any], tolerance: Tol
                 ([f"extra {_names(extra)}"] if extra else [])
         structural.append(((missing or extra)[0], "output names differ: " + "; ".join(parts)))
 
-    outputs: dict[str, OutputMetrics] = {}
+    outputs: dict[str, OutputMetrics | ExactMetrics] = {}
     broken: dict[str, list[str]] = {}
     for name in expected:
         if name not in actual:
             continue
         try:
-            m = metrics(actual[name], expected[name], name=name, logits=name in logits,
-                        atol=tolerance.atol, rtol=tolerance.rtol)
+            if is_exact(expected[name]) or is_exact(actual[name]):
+                m = exact_metrics(actual[name], expected[name], name=name)
+            else:
+                m = metrics(actual[name], expected[name], name=name, logits=name in logits,
+                            atol=tolerance.atol, rtol=tolerance.rtol)
         except ShapeMismatch as exc:
             structural.append((name, str(exc)))
             continue
         outputs[name] = m
+        if isinstance(m, ExactMetrics):
+            broken[name] = _check_exact(m, tolerance)
+            continue
         if m.expected_nonfinite:
             structural.append((name, f"reference output {name!r} has {m.expected_nonfinite} "
                                      f"NaN/Inf values (of {m.size}); nothing to compare against"))
@@ -449,8 +526,21 @@ def _check(m: OutputMetrics, tol: Tolerance) -> list[str]:
     return out
 
 
+def _check_exact(m: ExactMetrics, tol: Tolerance) -> list[str]:
+    out = []
+    if m.kinds_differ:
+        out.append(f"dtype {m.dtype} where PyTorch gives {m.expected_dtype}")
+    allowed = math.floor((tol.max_mismatch or 0.0) * m.size)
+    if m.mismatches > allowed:
+        out.append(f"{m.mismatches} of {m.size} elements differ (allowed {allowed}); first at "
+                   f"index {m.first_index}: {m.first_actual!r} vs {m.first_expected!r}")
+    return out
+
+
 def _no_worse(outputs, actual, expected, tol, fp64, torch_same, label):
-    """Per-output "no worse than PyTorch" results, and a note when (partly) not applied."""
+    """Per-output "no worse than PyTorch" results, and a note when (partly) not applied.
+    Integer outputs are exact and take no part."""
+    outputs = {n: m for n, m in outputs.items() if isinstance(m, OutputMetrics)}
     k = tol.no_worse_factor
     if k is None:
         return {}, "not applicable: tolerance has no no_worse_factor"
@@ -487,9 +577,14 @@ def _no_worse(outputs, actual, expected, tol, fp64, torch_same, label):
     return results, note
 
 
-def _severity(m: OutputMetrics, broken: list[str]):
+def _severity(m: OutputMetrics | ExactMetrics, broken: list[str]):
     """Sort key, most severe first: lowest cosine, then lowest SQNR, then most checks broken
-    (NaN counts as the lowest)."""
+    (NaN counts as the lowest). An exact output that broke comes first: a changed label is
+    never noise; one that passed is never "closest to failing"."""
+    if isinstance(m, ExactMetrics):
+        edge = -math.inf if broken else math.inf
+        return (edge, edge, -len(broken))
+
     def low(x: float) -> float:
         return -math.inf if math.isnan(x) else x
     return (low(m.cosine), low(m.sqnr_db), -len(broken))

@@ -141,6 +141,9 @@ class ModelSpec:
                 yield f"tolerance key {key!r}: unknown precision (valid: {', '.join(PRECISIONS)})"
             if not isinstance(override, Override) or not override.reason.strip():
                 yield f"tolerance override {key!r} must be an Override with a reason"
+            elif override.max_mismatch is not None and not 0 <= override.max_mismatch <= 1:
+                yield (f"tolerance override {key!r}: max_mismatch {override.max_mismatch!r} "
+                       f"is a fraction of elements, 0 to 1")
         for table in ("known_failures", "unsupported"):
             for key, reason in getattr(self, table).items():
                 if not (isinstance(key, tuple) and len(key) == 2 and key[1] in PRECISIONS):

@@ -24,6 +24,19 @@ class Tiny(nn.Module):
         return self.fc2(h), h.sum(dim=-1, keepdim=True)
 
 
+class LabelledTiny(Tiny):
+    """Tiny with an integer output beside its logits, as a classifier that returns labels."""
+
+    def forward(self, x):
+        logits, _ = super().forward(x)
+        return logits, logits.argmax(dim=-1)
+
+
+def build_labelled_tiny(store):
+    torch.manual_seed(0)
+    return LabelledTiny().eval()
+
+
 def build_tiny(store):
     torch.manual_seed(0)
     return Tiny().eval()

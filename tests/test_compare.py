@@ -233,7 +233,7 @@ def test_as_dict_is_strict_json():
     v = judge({"y": bad}, {"y": ref}, FP32, label="m", logits=("y",), reasons=["r"])
     d = json.loads(_dumps(v.as_dict()))
     assert d["status"] == "nonfinite" and d["passed"] is False
-    assert d["tolerance"]["min_cosine"] == 0.99999 and d["tolerance"]["min_sqnr_db"] is None
+    assert d["tolerance"]["min_cosine"] == 0.99999 and d["tolerance"]["max_mismatch"] is None
     assert d["no_worse"]["note"].startswith("not applicable")
 
 
@@ -284,6 +284,79 @@ def test_no_worse_not_applicable_without_references():
     assert v.as_dict()["no_worse"] == {
         "applied": False, "note": "not applicable: tolerance has no no_worse_factor",
         "outputs": {}}
+
+
+# ------------------------------------------------------------------ fp32 against fp64
+
+def _fp32_case(change):
+    """A (4, 384) output: fp64 truth, PyTorch fp32 = truth rounded to float32 plus the
+    accumulation error a real fp32 run shows (~1e-7 relative), and a backend ``change(y)``."""
+    rng = np.random.default_rng(7)
+    fp64 = rng.normal(size=(4, 384))
+    torch32 = (fp64 * (1 + 1e-7 * rng.normal(size=fp64.shape))).astype(np.float32)
+    backend = change(fp64 * (1 + 1e-7 * rng.normal(size=fp64.shape))).astype(np.float32)
+    return judge({"y": backend}, {"y": torch32}, FP32, label="m-b-fp32", fp64={"y": fp64},
+                 torch_same_precision={"y": torch32}, precision="fp32")
+
+
+def test_fp32_clean_backend_passes_against_fp64():
+    v = _fp32_case(lambda y: y)
+    assert v, str(v)
+    assert v.no_worse["y"].ratio == pytest.approx(1.0, abs=0.5)
+
+
+def test_fp32_uniform_scale_of_one_in_a_thousand_fails():
+    v = _fp32_case(lambda y: y * 1.001)
+    assert not v
+    # Both the fp64 check and the SQNR floor see what allclose and cosine let through.
+    assert not any("allclose" in f or "cosine" in f for f in v.failures)
+    assert "x PyTorch fp32's" in str(v) and "(allowed 10x)" in str(v)
+    assert "< min_sqnr_db 80" in str(v)
+
+
+def test_fp32_one_channel_off_by_one_in_a_thousand_fails():
+    def one_channel(y):
+        y = y.copy()
+        y[:, 5] *= 1.001
+        return y
+    v = _fp32_case(one_channel)
+    assert not v
+    assert v.no_worse["y"].ratio > 10 and "x PyTorch fp32's" in str(v)
+
+
+# ------------------------------------------------------------------ integer outputs
+
+def test_integer_output_compared_exactly_beside_a_float_one():
+    ref = {"label": np.array([[3, 1, 4, 1]], np.int64), "score": np.ones((1, 4), np.float32)}
+    got = {"label": np.array([[3, 1, 5, 1]], np.int32), "score": np.ones((1, 4), np.float32)}
+    v = judge(got, ref, FP32, label="m-b-fp32")
+    assert not v and v.worst == "label"
+    assert "1 of 4 elements differ (allowed 0); first at index (0, 2): 5 vs 4" in str(v)
+    d = v.as_dict()["outputs"]
+    assert d["label"]["exact"] and "cosine" not in d["label"]  # no float metric on labels
+    assert d["score"]["cosine"] == 1.0
+    assert judge(ref, ref, FP32, label="m"), "equal labels pass"
+
+
+def test_integer_mismatch_fraction_override():
+    ref = {"label": np.arange(100)}
+    got = {"label": np.where(np.arange(100) < 2, -1, np.arange(100))}
+    assert judge(got, ref, Tolerance(max_mismatch=0.02), label="m")
+    assert not judge(got, ref, Tolerance(max_mismatch=0.01), label="m")
+
+
+def test_integer_output_of_another_kind_fails():
+    ref = {"mask": np.array([True, False])}
+    v = judge({"mask": np.array([1.0, 0.0], np.float32)}, ref, FP32, label="m")
+    assert not v and "dtype float32 where PyTorch gives bool" in str(v)
+    # int32 for int64 is the same output (OpenVINO narrows indices).
+    assert judge({"i": np.array([1], np.int32)}, {"i": np.array([1])}, FP32, label="m")
+
+
+def test_logits_naming_an_integer_output_is_a_harness_error():
+    with pytest.raises(ValueError, match="not floating point: 'label' \\(int64\\)"):
+        judge({"label": np.array([1])}, {"label": np.array([1])}, FP32, label="m",
+              logits=("label",))
 
 
 # ------------------------------------------------------------------ task verdict

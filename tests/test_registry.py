@@ -27,6 +27,7 @@ def test_registry_has_the_issue_models():
     ({"logits": ("nope",)}, "unknown output 'nope'"),
     ({"tolerances": {"int8": Override(reason=" ")}}, "with a reason"),
     ({"tolerances": {"int4": Override(reason="x")}}, "unknown precision"),
+    ({"tolerances": {"int8": Override(reason="x", max_mismatch=2)}}, "fraction of elements"),
     ({"known_failures": {("ort_cpu", "fp16"): ""}}, "needs a reason"),
     ({"known_failures": {"ort_cpu": "x"}}, "(backend, precision)"),
 ])

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 
 from infergate.backends import Backend, RunnerError, all_backends
+from infergate.compare import ExactMetrics
 from infergate.environment import cpu_flags
+from infergate.reference import Reference
 from infergate.subject import ModelUnderTest
+from tests.conftest import build_labelled_tiny, make_tiny_spec
 
 CASES = [(b, p) for b in all_backends().values() for p in b.precisions]
 
@@ -63,6 +66,32 @@ def test_runtime_initialises_apart_from_any_model(backend, precision, subject):
     assert done.get("workload") or type(backend).initialise_runtime is Backend.initialise_runtime
     with backend.prepare(subject, precision) as runner:
         assert runner.run(subject.inputs(seed=1, batch=2))["logits"].shape == (2, 3)
+
+
+FP32_CPU = [b for b in all_backends().values() if b.device == "cpu" and "fp32" in b.precisions]
+
+
+@pytest.mark.parametrize("backend", FP32_CPU, ids=[b.name for b in FP32_CPU])
+def test_integer_outputs_keep_their_dtype_and_are_judged_exactly(backend, store):
+    if backend.unavailable_reason("fp32"):
+        pytest.skip(backend.unavailable_reason("fp32"))
+    spec = make_tiny_spec(name="labelled_tiny", build=build_labelled_tiny,
+                          outputs=("logits", "label"))
+    subject = ModelUnderTest(spec, store)
+    reference = Reference(subject)
+    with backend.prepare(subject, "fp32") as runner:
+        outputs = runner.run(reference.feed)
+    assert outputs["logits"].dtype == np.float32 and outputs["label"].dtype.kind == "i"
+    label = f"labelled_tiny-{backend.name}-fp32"
+    verdict = reference.judge(outputs, backend.name, "fp32", label=label)
+    assert verdict, str(verdict)
+    assert isinstance(verdict.outputs["label"], ExactMetrics)
+    assert verdict.outputs["label"].mismatches == 0
+
+    outputs["label"][1] = (outputs["label"][1] + 1) % 3
+    verdict = reference.judge(outputs, backend.name, "fp32", label=label)
+    assert not verdict and verdict.worst == "label"
+    assert "first at index (1,)" in str(verdict)
 
 
 def test_initialising_the_runtime_is_optional():

@@ -13,11 +13,13 @@ from infergate.backends.cuda import (
     set_tf32,
     tf32_state,
 )
+from infergate.backends.device_time import DeviceFigures
 from infergate.backends.gpu_memory import nvml_process_mb, torch_cuda_mb
 from infergate.backends.torch_eager import (
     DTYPES,
     TorchRunner,
     convert_module,
+    host_tensor,
     named_outputs,
     tiny_module,
     to_torch,
@@ -26,7 +28,7 @@ from infergate.backends.torch_eager import (
 
 class TorchCudaRunner(TorchRunner):
     """Eager (or compiled) module on ``cuda``: inputs copied to the device once per feed,
-    outputs returned as host float32 arrays; ``synchronize()`` waits for the GPU."""
+    outputs returned as host arrays (floats as float32); ``synchronize()`` waits for the GPU."""
 
     def __init__(self, label, output_names, module, input_dtype):
         super().__init__(label, output_names, module, input_dtype)
@@ -47,9 +49,12 @@ class TorchCudaRunner(TorchRunner):
         torch.cuda.reset_peak_memory_stats()
 
     def run_impl(self, feed):
+        inputs = self._inputs.get(feed)
+        self._device_begin()
         with torch.inference_mode():
-            outputs = self.module(**self._inputs.get(feed))
-        return {name: out.float().cpu().numpy()
+            outputs = self.module(**inputs)
+        self._device_end()
+        return {name: host_tensor(out.cpu()).numpy()
                 for name, out in named_outputs(self.label, self.output_names, outputs).items()}
 
     def synchronize(self) -> None:

@@ -48,6 +48,12 @@ def to_torch(feed: Mapping[str, np.ndarray], dtype: torch.dtype) -> dict[str, to
     return tensors
 
 
+def host_tensor(out: torch.Tensor) -> torch.Tensor:
+    """An output numpy can take: half and bfloat16 widened to float32, float64, integers and
+    bools kept (see ``base.host_array``)."""
+    return out.float() if out.is_floating_point() and out.dtype != torch.float64 else out
+
+
 def named_outputs(label: str, names: tuple[str, ...], outputs) -> dict:
     """``forward``'s result by the spec's output names: a tuple (or list) of tensors in
     ``ModelSpec.outputs`` order, or one tensor for a single output; anything else is one
@@ -85,7 +91,7 @@ class TorchRunner(Runner):
     def run_impl(self, feed):
         with torch.inference_mode():
             outputs = self.module(**to_torch(feed, self.input_dtype))
-        return {name: out.float().numpy()
+        return {name: host_tensor(out).numpy()
                 for name, out in named_outputs(self.label, self.output_names, outputs).items()}
 
     def deactivate_impl(self):
