@@ -4,6 +4,7 @@ pytest_plugins = [
     "fixtures.isolation",
     "fixtures.matrix",
     "fixtures.results",
+    "fixtures.history",
     "fixtures.properties",
     "fixtures.performance",
     "fixtures.instruction_counts",

@@ -1,6 +1,7 @@
 """``python -m infergate report RESULTS.json [...] --out DIR``: re-render or merge reports.
 ``python -m infergate baselines diff CANDIDATE.json``: what a baseline update would change.
-``python -m infergate baselines migrate OLD.json --cpuinfo FILE``: re-key an old baseline."""
+``python -m infergate baselines migrate OLD.json --cpuinfo FILE``: re-key an old baseline.
+``python -m infergate history ingest|changes``: the run history (infergate/history/cli.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 from infergate import baselines, machine_id
+from infergate.history import cli as history_cli
 from infergate.report import ReportError, load_results, merge, write_reports
 
 
@@ -43,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--cpuinfo", required=True, type=Path, metavar="FILE",
                          help="/proc/cpuinfo (first processor block) of the machine it was "
                               "taken on")
+    history_cli.add_parser(commands)
     return parser
 
 
@@ -88,6 +91,8 @@ def report(results: list[Path], out: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "history":
+        return history_cli.run(args)
     if args.command == "baselines" and args.baselines_command == "migrate":
         return baselines_migrate(args.old, args.cpuinfo)
     if args.command == "baselines":
