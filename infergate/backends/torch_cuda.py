@@ -13,7 +13,6 @@ from infergate.backends.cuda import (
     set_tf32,
     tf32_state,
 )
-from infergate.backends.device_time import DeviceFigures
 from infergate.backends.gpu_memory import nvml_process_mb, torch_cuda_mb
 from infergate.backends.torch_eager import (
     DTYPES,
@@ -49,11 +48,8 @@ class TorchCudaRunner(TorchRunner):
         torch.cuda.reset_peak_memory_stats()
 
     def run_impl(self, feed):
-        inputs = self._inputs.get(feed)
-        self._device_begin()
         with torch.inference_mode():
-            outputs = self.module(**inputs)
-        self._device_end()
+            outputs = self.module(**self._inputs.get(feed))
         return {name: host_tensor(out.cpu()).numpy()
                 for name, out in named_outputs(self.label, self.output_names, outputs).items()}
 
