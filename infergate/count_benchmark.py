@@ -41,7 +41,8 @@ def _parse(combo: str) -> tuple[str, str, str]:
 
 
 def _scatter(combo: str) -> float:
-    return all_backends()[_parse(combo)[1]].count_scatter
+    _, backend, precision = _parse(combo)
+    return all_backends()[backend].scatter(precision)
 
 
 def run(combos: list[str], store: ArtifactStore, args) -> dict:

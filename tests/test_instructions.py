@@ -34,7 +34,7 @@ def test_unchanged_code_passes_and_a_near_threshold_change_fails():
 def test_a_backends_declared_scatter_widens_the_noise_both_ways():
     # ONNX Runtime: two allocator states ~0.4 % apart; a baseline taken all in the upper one
     # sees a real +2 % as +1.54 % (measured), and must still fail it.
-    ort = all_backends()["ort_cpu"].count_scatter
+    ort = all_backends()["ort_cpu"].scatter("int8")
     high = {**BASE, "per_inference": 94.83e6}
     assert instructions.judge("x", [94.83e6 * 1.0154], high).status == "pass"
     verdict = instructions.judge("x", [94.83e6 * 1.0154], high, scatter=ort)
@@ -42,6 +42,20 @@ def test_a_backends_declared_scatter_widens_the_noise_both_ways():
     # Unchanged code in the lower state is no improvement, and no false alarm.
     assert instructions.judge("x", [94.44e6], high, scatter=ort).status == "pass"
     assert instructions.moved([94.44e6], high, scatter=ort) is False
+
+
+def test_ort_fp32_declares_its_third_state_and_still_fails_a_real_two_percent():
+    fp32 = all_backends()["ort_cpu"].scatter("fp32")
+    low = {**BASE, "per_inference": 94.44e6}
+    # The third state measured at one checkout path: +0.93 %, unchanged code.
+    assert instructions.judge("x", [95.32e6], low, scatter=fp32).status == "pass"
+    assert instructions.moved([95.32e6], low, scatter=fp32) is False
+    high = {**BASE, "per_inference": 94.83e6}
+    assert instructions.judge("x", [94.83e6 * 1.0154], high, scatter=fp32).status == "regressed"
+    # The wider scatter stays fp32's: ORT int8 (66.7M) keeps a judgeable noise.
+    int8 = {**BASE, "per_inference": 66.7e6, "spread": 0.0}
+    assert instructions.judge("x", [66.7e6], int8,
+                              scatter=all_backends()["ort_cpu"].scatter("int8")).status == "pass"
 
 
 def test_the_minimum_of_processes_discounts_a_one_sided_outlier():

@@ -178,6 +178,7 @@ def test_instruction_gate_end_to_end(project, pytester, monkeypatch):
         monkeypatch.setattr(f"{module}.all_models", lambda: {"mlp": spec})
     # ORT's allocator scatter (~0.5M instructions) would swamp the MLP's ~0.3M count.
     monkeypatch.setattr(type(all_backends()["ort_cpu"]), "count_scatter", 0)
+    monkeypatch.setattr(type(all_backends()["ort_cpu"]), "count_scatter_by_precision", {})
     select = ("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32", "-rs",
               "-p", "no:randomly", "--benchmark-disable")
     result, _ = project(*select, "--update-baselines", tests=("test_instructions.py",))
