@@ -1,14 +1,14 @@
 """Change points in each history series (machine id x test x combination x figure).
 
-Otava's discipline with ruptures' PELT (Otava's own E-divisive packages conflict with this
-stack's numpy):
+Otava's discipline with ruptures' penalised detection (PELT; Otava's own E-divisive
+packages conflict with this stack's numpy):
 
 1. Positive figures are taken as logarithms, so a step is relative (+3 % is +3 % at 1 ms and
    at 100 ms); cosine stays linear.
 2. The series' noise is measured, not assumed: a robust sigma from its successive
-   differences (MAD / sqrt 2), which a step moves by one difference only. PELT runs on the
-   series in units of that sigma, so one penalty serves a 0.01 % instruction count and a 5 %
-   wall time alike.
+   differences (the largest tenth trimmed), which a step moves by one difference only. PELT
+   runs on the series in units of that sigma, so one penalty serves a 0.01 % instruction
+   count and a 5 % wall time alike.
 3. Every candidate step must pass a Welch t-test between the segments either side at ALPHA;
    the least significant is dropped and the rest re-tested until all pass. Segment variances
    are floored at the series' sigma: three points that happen to agree are not "certain".
@@ -27,21 +27,26 @@ from infergate.history.store import FIGURES
 
 ALPHA = 0.001
 MIN_SIZE = 3  # runs on each side of a step: one odd night is an outlier, not a step
-PENALTY = 3.0  # x log(n), in units of the measured sigma (calibrated: changes_benchmark.py)
+PENALTY = 3.0  # x log(n), in units of the measured sigma (calibrated: history/benchmark.py)
 # Below this the figure does not move at all (an instruction count repeats to ~1e-5):
 # the sigma is floored there so a deterministic series does not make any change infinite.
 SIGMA_FLOOR = {"instructions": 1e-5, "memory_mb": 1e-4, "cosine": 1e-7, "task_score": 1e-4}
 DEFAULT_FLOOR = 1e-4
 LINEAR = {"cosine"}  # near 1 and possibly <= 0: steps in absolute units
+TRIM = 0.9
+TRIMMED_VARIANCE = 0.6230  # E[X^2 | |X| <= 1.645] of a standard normal: the trim's bias
 
 
 def noise_sigma(y: np.ndarray, floor: float) -> float:
-    """Robust noise of a series from its successive differences (a step moves one)."""
+    """A night's noise from the successive differences (a step or a drift moves them little),
+    their largest tenth left out (a step, a disturbed night): the RMS of the rest, made
+    consistent for Gaussian noise. An RMS, not a MAD: a figure with two states (ONNX Runtime's
+    instruction counts) has its differences either ~0 or the gap, and a median sees only 0."""
     if len(y) < 3:
         return floor
-    d = np.diff(y)
-    mad = float(np.median(np.abs(d - np.median(d))))
-    return max(1.4826 * mad / math.sqrt(2), floor)
+    d = np.abs(np.diff(y))
+    kept = d[d <= np.quantile(d, TRIM)]
+    return max(math.sqrt(float(np.mean(kept ** 2)) / (2 * TRIMMED_VARIANCE)), floor)
 
 
 def _welch_p(left: np.ndarray, right: np.ndarray, sigma: float) -> float:
@@ -63,8 +68,10 @@ def steps(y: np.ndarray, sigma: float, *, alpha: float = ALPHA, min_size: int = 
     if n < 2 * min_size:
         return []
     z = (y - np.median(y)) / sigma
-    found = ruptures.Pelt(model="l2", min_size=min_size, jump=1).fit(z).predict(
-        pen=penalty * math.log(n))[:-1]
+    # The linear kernel's cost is l2's, and ruptures solves its penalised problem (PELT) in
+    # C: ~1 ms for a year of nights where the Python Pelt(model="l2") takes ~1 s.
+    found = [int(i) for i in ruptures.KernelCPD(kernel="linear", min_size=min_size).fit(
+        z).predict(pen=penalty * math.log(n))[:-1]]
     while found:
         edges = [0, *found, n]
         ps = [_welch_p(y[edges[i]:edges[i + 1]], y[edges[i + 1]:edges[i + 2]], sigma)
