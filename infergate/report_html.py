@@ -132,6 +132,8 @@ class Bar:
     value: float | None = None  # bar length
     spread: tuple[float | None, float | None] = (None, None)  # whisker
     marker: float | None = None  # baseline tick
+    limit: float | None = None  # threshold mark: the value beyond which the gate fails
+    limit_note: str = ""
     dots: tuple[float | None, ...] = ()  # one per series
 
 
@@ -194,6 +196,11 @@ def _bar_svg(bar: Bar, i: int, axis: Axis) -> str:
         parts.append(f'<line class="baseline" x1="{x(bar.marker):.1f}" x2="{x(bar.marker):.1f}" '
                      f'y1="{y + 1}" y2="{y + ROW_H - 1}" stroke="#000" stroke-width="2.5">'
                      f'<title>baseline {bar.marker:.4g}</title></line>')
+    if bar.limit is not None:
+        parts.append(f'<line class="threshold" x1="{x(bar.limit):.1f}" '
+                     f'x2="{x(bar.limit):.1f}" y1="{y}" y2="{y + ROW_H}" stroke="#c62828" '
+                     f'stroke-width="1.5" stroke-dasharray="3,2"><title>threshold '
+                     f'{bar.limit:.4g}{_e(bar.limit_note)}</title></line>')
     for k, v in enumerate(bar.dots):
         if v is not None:
             exact = axis.log and v <= 0
@@ -205,7 +212,7 @@ def _bar_svg(bar: Bar, i: int, axis: Axis) -> str:
 
 
 def svg_chart(bars: list[Bar], *, log: bool, unit: str, chart_id: str) -> str:
-    values = [v for b in bars for v in (b.value, *b.spread, b.marker, *b.dots)]
+    values = [v for b in bars for v in (b.value, *b.spread, b.marker, b.limit, *b.dots)]
     axis = Axis.fit(values, log)
     if axis is None:
         return '<p class="muted">No figures to plot.</p>'
@@ -247,19 +254,26 @@ def _accuracy_chart(document: dict, anchor: Anchors) -> str:
 def _perf_bar(entry: dict, kind: str, href: str) -> Bar:
     figures = entry.get(kind) or {}
     if kind == "latency":
+        baseline = number((figures.get("baseline") or {}).get("p50_ms"))
+        threshold = number(figures.get("threshold_pct"))
+        gated = figures.get("mode", "absolute")
         return Bar(_label(entry), href, entry.get("outcome", ""), number(figures.get("p50_ms")),
-                   (number(figures.get("min_ms")), number(figures.get("p99_ms"))),
-                   number((figures.get("baseline") or {}).get("p50_ms")))
+                   (number(figures.get("min_ms")), number(figures.get("p99_ms"))), baseline,
+                   limit=baseline * (1 + threshold / 100) if baseline and threshold else None,
+                   limit_note=f" (+{threshold:g} %; gated on the {gated} figure)"
+                   if threshold else "")
+    limit = number(figures.get("limit_mb"))
     return Bar(_label(entry), href, entry.get("outcome", ""), memory_figure(figures),
-               marker=number(figures.get("baseline_mb")))
+               marker=number(figures.get("baseline_mb")), limit=limit,
+               limit_note=" MB (the gate's limit)" if limit else "")
 
 
 def _perf_charts(document: dict, anchor: Anchors) -> str:
     sections = []
     for kind, title, unit in (("latency", "Latency: p50 bar, min–p99 whisker, "
-                                          "baseline p50 tick", "ms"),
+                                          "baseline p50 tick, dashed red threshold", "ms"),
                               ("memory", "Model memory (peak RSS above the initialised runtime): "
-                                         "bar, baseline tick", "MB")):
+                                         "bar, baseline tick, dashed red limit", "MB")):
         entries = [e for e in document["results"] if kind in e]
         if not entries:
             continue
@@ -326,14 +340,32 @@ def _shortened(value):
     return value
 
 
+MESSAGE_KINDS = ("accuracy", "task")
+
+
+def _without_messages(entry: dict) -> dict:
+    """The raw entry less the messages shown above it (each was printed twice, or thrice)."""
+    raw = {k: v for k, v in entry.items() if k not in ("reason", "perf_message")}
+    for kind in MESSAGE_KINDS:
+        if isinstance(raw.get(kind), dict):
+            raw[kind] = {k: v for k, v in raw[kind].items() if k != "message"}
+    return raw
+
+
 def _details(entry: dict, anchor: Anchors) -> str:
     outcome = entry.get("outcome", "")
-    messages = [entry.get("reason", "")] + [
-        (entry.get(k) or {}).get("message", "") for k in ("accuracy", "task")
+    messages = [entry.get("reason", ""), entry.get("perf_message", "")] + [
+        (entry.get(k) or {}).get("message", "") for k in MESSAGE_KINDS
         if isinstance(entry.get(k), dict)]
-    text = "\n\n".join(m for m in messages if m) or outcome
+    shown: list[str] = []
+    for message in filter(None, messages):  # a failure's reason is the verdict's message
+        if not any(message in other or other in message for other in shown):
+            shown.append(message)
+        elif any(other in message for other in shown):  # keep the fuller of the two
+            shown = [message if other in message else other for other in shown]
+    text = "\n\n".join(dict.fromkeys(shown)) or outcome
     where = f" on {entry['machine']}" if entry.get("machine") else ""
-    raw = json.dumps(_shortened(entry), indent=1, default=str)
+    raw = json.dumps(_shortened(_without_messages(entry)), indent=1, default=str)
     return (f'<details id="{anchor(entry)}" class="{_e(outcome)}"'
             f'{" open" if outcome in BROKEN else ""}>'
             f"<summary>{_e(LABELS.get(outcome, '?'))} {_e(entry['test'])}[{_e(entry['id'])}]"

@@ -6,6 +6,7 @@ Works on a results document as written (non-finite numbers are the strings "nan"
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from infergate.precision import PRECISIONS
@@ -96,7 +97,25 @@ FIGURES = {
 }
 
 
+def broken_check(entry: dict) -> str | None:
+    """The first accuracy check a failed entry broke, short enough for a cell ("sqnr 12.3
+    dB", "top1 0.5", "RMSE 4.2x PyTorch"): the cosine alone hides which metric failed."""
+    failures = (entry.get("accuracy") or {}).get("failures") or []
+    if entry.get("outcome") != "failed" or not failures:
+        return None
+    check = str(failures[0]).split(": ", 1)[-1]  # "<output>: <check>"
+    if " < " in check:
+        return check.split(" < ", 1)[0]
+    ratio = re.search(r"is ([0-9.e+-]+)x", check)
+    if check.startswith("RMSE vs fp64"):
+        return f"RMSE {ratio.group(1)}x PyTorch" if ratio else "RMSE vs fp64"
+    return check.split(" (", 1)[0][:32]
+
+
 def key_figure(entry: dict) -> str:
+    broken = broken_check(entry)
+    if broken:
+        return broken
     figure = FIGURES.get(entry["test"])
     return fmt(figure.get(entry), figure.spec) if figure else ""
 
@@ -212,10 +231,19 @@ def _signed(value) -> str:
     return f"{text} %" if text else ""
 
 
+def _gated_delta(row: PerfRow) -> str:
+    """The gated figure's change; under the latency floor nothing is gated, and the floor's
+    verdict carries an absolute change only (no threshold): say so rather than show it."""
+    latency = (row.latency or {}).get("latency") or {}
+    if latency.get("verdict") == "insufficient" and "threshold_pct" not in latency:
+        return "not gated (under the latency floor)"
+    return _signed(row.figure("latency", "delta_pct"))
+
+
 PERF_COLUMNS = (
     ("p50 ms", lambda r, s: fmt(r.figure("latency", "p50_ms"), "{:.3g}")),
     ("baseline p50 ms", lambda r, s: fmt(r.baseline("latency", "p50_ms"), "{:.3g}")),
-    ("Δ gated p50", lambda r, s: _signed(r.figure("latency", "delta_pct"))),
+    ("Δ gated p50", lambda r, s: _gated_delta(r)),
     ("latency verdict", lambda r, s: r.verdict("latency", s)),
     ("speed-up vs torch fp32", lambda r, s: fmt(r.speedup, "{:.2f}×")),
     ("model MB", lambda r, s: fmt(memory_figure((r.memory or {}).get("memory")), "{:.4g}")),
