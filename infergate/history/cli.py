@@ -1,4 +1,4 @@
-"""``python -m infergate history ingest|changes``: the parsers and what they run.
+"""``python -m infergate history ingest|changes|report``: the parsers and what they run.
 
 The parsers import nothing heavy; SQLAlchemy and ruptures load when a command runs.
 """
@@ -15,7 +15,7 @@ PROG = "python -m infergate history"
 
 def add_parser(commands) -> None:
     history = commands.add_parser(
-        "history", help="the run history: ingest results, list change points",
+        "history", help="the run history: ingest results, list change points, trend plots",
         description="Every run's results in a database (SQLite by default, PostgreSQL with "
                     "--url postgresql+psycopg://user@host/db), and the steps found in them.")
     actions = history.add_subparsers(dest="history_command", required=True, metavar="ACTION")
@@ -32,8 +32,17 @@ def add_parser(commands) -> None:
                     "and commit where the new level starts, its size and its significance "
                     "(Welch t-test between the segments either side).")
     changes.add_argument("--url", default=None, help=url_help)
-    for name in ("machine", "model", "backend", "precision", "figure"):
-        changes.add_argument(f"--{name}", default=None, help=f"only these {name}s (comma list)")
+    report = actions.add_parser(
+        "report", help="write history.html: trend plots per combination",
+        description="A self-contained page of trend plots per machine and combination, one "
+                    "per figure: each run coloured by its outcome, change points and "
+                    "thresholds marked.")
+    report.add_argument("--out", required=True, type=Path, metavar="DIR")
+    report.add_argument("--url", default=None, help=url_help)
+    for parser in (changes, report):
+        for name in ("machine", "model", "backend", "precision", "figure"):
+            parser.add_argument(f"--{name}", default=None,
+                                help=f"only these {name}s (comma list)")
     changes.add_argument("--regressions", action="store_true",
                          help="only steps in the worse direction")
     changes.add_argument("--json", action="store_true", help="one JSON object per change")
@@ -60,6 +69,14 @@ def run(args: argparse.Namespace) -> int:
             for path in args.results:
                 for done in ingest(store, load_results(path), str(path)):
                     print(f"{path}: {done}")
+            return 0
+        if action == "report":
+            from infergate.history import report
+            from infergate.history.series import Filter
+
+            path = report.write(store, args.out, Filter(args.machine, args.model, args.backend,
+                                                        args.precision, args.figure))
+            print(f"{path} ({path.stat().st_size / 1e3:.0f} kB)")
             return 0
         return _changes(store, args)
     except (HistoryError, ReportError, ValueError) as exc:

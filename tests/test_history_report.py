@@ -1,0 +1,63 @@
+"""history.html: trend plots with change points, thresholds and outcome colours; filters;
+rendered by headless Chromium."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from infergate.__main__ import main
+from infergate.history.ingest import ingest
+from infergate.history.store import Store
+from infergate.report_html import COLOURS
+from tests.test_history import ENV, document
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """16 nights of minilm_short: +5 % latency from night 10, cosine broken from night 12;
+    and a gru run on another machine, to be filtered out."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('history') / 'h.db'}"
+    rng = np.random.default_rng(0)
+    with Store.open(url) as store:
+        for night in range(16):
+            broken = night >= 12
+            ingest(store, document(night, p50=10 * float(np.exp(rng.normal(0, 0.004)))
+                                   * (1.05 if night >= 10 else 1.0),
+                                   cosine=0.98 if broken else 0.9999,
+                                   outcome="failed" if broken else "passed"), f"n{night}")
+        other = document(0, run_id="other", env={**ENV, "machine": {"id": "intel-x"}})
+        for e in other["results"]:
+            e["id"], e["model"] = "gru-ort_cpu-fp32", "gru"
+        ingest(store, other, "other")
+    return url
+
+
+def test_history_page_marks_changes_thresholds_and_outcomes(history, tmp_path, capsys):
+    assert main(["history", "report", "--out", str(tmp_path), "--url", history,
+                 "--model", "minilm_short"]) == 0
+    assert "history.html" in capsys.readouterr().out
+    html = (tmp_path / "history.html").read_text()
+    assert "gru-ort_cpu-fp32" not in html and "intel-x" not in html  # filtered out
+    plots = dict(re.findall(r'<svg class="trend" data-figure="(\w+)" data-changes="(\d+)"',
+                            html))
+    assert plots["normalised"] == "1" and plots["cosine"] == "1" and plots["memory_mb"] == "0"
+    assert re.search(r"change point: \+[45]\.\d+ % from run 11 \(n100000000\)", html)
+    assert "threshold: min_cosine 0.995" in html
+    assert "threshold: +10 % over the first level" in html
+    # outcome colours: only test_equivalence failed, on its 4 last nights
+    assert html.count(f'fill="{COLOURS["failed"]}"') == 4
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
+                    reason="chromium not installed (Debian: apt-get install chromium)")
+def test_history_page_renders_in_chromium(history, tmp_path):
+    from tests.test_report_browser import chromium
+
+    assert main(["history", "report", "--out", str(tmp_path), "--url", history]) == 0
+    dom = chromium("--dump-dom", (tmp_path / "history.html").as_uri())
+    assert 'data-ready="1"' in dom
+    assert dom.count('<svg class="trend"') == 5 + 5  # both machines, every figure
