@@ -100,8 +100,35 @@ def entry_problems(entry) -> list[str]:
                   and all(_positive(c) for c in counted["processes"])):
             problems.append("instructions.processes must be a non-empty list of finite "
                             "positive counts")
+    device = entry.get("device")
+    if device is not None:
+        problems += device_problems(device)
     if latency is None and memory is None and counted is None:
         problems.append("has no latency, memory or instructions figures")
+    return problems
+
+
+def device_problems(device) -> list[str]:
+    """What is wrong with an entry's ``device`` figures (GPU backends): device time per
+    process finite and positive, device memory finite and >= 0."""
+    if not isinstance(device, dict):
+        return ["device must be an object"]
+    problems = []
+    timed = device.get("time")
+    if timed is not None:
+        processes = timed.get("processes") if isinstance(timed, dict) else None
+        if not (isinstance(processes, list) and processes and all(map(_positive, processes))):
+            problems.append("device.time.processes must be a non-empty list of finite "
+                            "positive milliseconds")
+        if not _positive(timed.get("p50_ms") if isinstance(timed, dict) else None):
+            problems.append("device.time.p50_ms must be a finite positive number")
+    memory = device.get("memory")
+    if memory is not None:
+        if not isinstance(memory, dict):
+            problems.append("device.memory must be an object")
+        else:
+            problems += [f"device.memory.{name} must be a finite number >= 0"
+                         for name, value in memory.items() if not (value == 0 or _positive(value))]
     return problems
 
 
@@ -238,7 +265,22 @@ def make_entry(processes: list[dict], threads: int, dims: dict) -> dict:
         "memory": {name: statistics.median(p["memory"][name] for p in processes)
                    for name in MEMORY_FIGURES
                    if processes and all(name in p["memory"] for p in processes)},
+        **({"device": device} if (device := device_entry(processes)) else {}),
     }
+
+
+def device_entry(processes: list[dict]) -> dict | None:
+    """A baseline entry's ``device`` figures from probes of a GPU backend: each process's
+    device p50 (the gate's unit, as for host time) and the median process's device memory
+    per figure; None when a process has none (a CPU backend, or a probe from before them)."""
+    if not processes or not all("device" in p for p in processes):
+        return None
+    times = [p["device"]["time"]["device_p50_ms"] for p in processes]
+    memories = [p["device"].get("memory", {}) for p in processes]
+    return {"synchronization": processes[0]["device"].get("synchronization", ""),
+            "time": {"p50_ms": statistics.median(times), "processes": times},
+            "memory": {name: statistics.median(m[name] for m in memories)
+                       for name in DEVICE_MEMORY_FIGURES if all(name in m for m in memories)}}
 
 
 @dataclass(frozen=True)
@@ -295,12 +337,18 @@ def pooled_spread(entries: dict, figure: str, floor_ms: float = 0.0) -> Spread:
     """The machine-wide between-process spread of ``figure`` over every baseline entry measured
     in two or more processes (entries whose p50 is under ``floor_ms`` are left out: their
     scatter is not what a gated combination sees)."""
+    return _pooled([p[FIGURES[figure]] for p in entry["latency"]["processes"]]
+                   for entry in entries.values()
+                   if entry.get("latency") and entry["latency"]["p50_ms"] >= floor_ms)
+
+
+def _pooled(groups) -> Spread:
+    """Pooled standard deviation of the logarithm within each group of two or more values."""
     squares, dof = 0.0, 0
-    for entry in entries.values():
-        processes = entry.get("latency", {}).get("processes", [])
-        if len(processes) < 2 or entry["latency"]["p50_ms"] < floor_ms:
+    for values in groups:
+        if len(values) < 2:
             continue
-        logs = [math.log(p[FIGURES[figure]]) for p in processes]
+        logs = [math.log(v) for v in values]
         mean = statistics.fmean(logs)
         squares += sum((x - mean) ** 2 for x in logs)
         dof += len(logs) - 1
@@ -590,3 +638,97 @@ def diff(candidate: dict, current: dict) -> list[str]:
     if kept:
         lines.append(f"= {len(kept)} other entries kept unchanged")
     return lines
+
+
+# Device figures of GPU backends (issue 16). Device time: the p50 of CUDA-event brackets per
+# process, judged by the same interval rules as host latency. Device memory: what NVML saw the
+# model add above the initialised runtime, and the framework allocator's own peak; each
+# gated where both the baseline and the measurement have it.
+DEVICE_MEMORY_FIGURES = ("model_device_mb", "allocator_peak_mb")
+# NVML hands out 2 MB pages and torch's allocator grows in 2 MB (small) and 20 MB (large)
+# segments: a model's device figure moves by a segment without any change of its own.
+DEVICE_MEMORY_SLACK_MB = 20.0
+NO_DEVICE_BASELINE = "no-device-baseline"
+
+
+def pooled_device_spread(entries: dict) -> Spread:
+    """The machine-wide between-process spread of device time (log scale) over every entry
+    with device time from two or more processes: the device gate's prior."""
+    return _pooled(((entry.get("device") or {}).get("time") or {}).get("processes", [])
+                   for entry in entries.values())
+
+
+def judge_device_time(label: str, current_ms: list[float], baseline: dict, *,
+                      threshold: float = 0.10, strict: bool = False, reason: str = "",
+                      prior: Spread = Spread(0.0, 0), run_spread: float = 0.0) -> PerfVerdict:
+    """Judge the device p50 of ``current_ms`` fresh processes against ``baseline``'s (an
+    entry): regressed when the whole CONFIDENCE interval of the ratio is above 1 and reaches
+    the threshold, insufficient when it holds both, improved in mirror, else pass (the host
+    latency gate's rules). A baseline without device figures gives ``no-device-baseline``."""
+    old = (baseline.get("device") or {}).get("time")
+    if not old:
+        return PerfVerdict(label, NO_DEVICE_BASELINE,
+                           f"{label}: the baseline entry has no device time (taken before "
+                           f"device figures, or on another backend version); re-take it with "
+                           f"`pytest suites/performance --update-baselines`", {}, strict)
+    c = compare("device", current_ms, old["processes"], prior, run_spread)
+    limit = 1 + threshold
+    p = c.p_faster if c.delta_pct < 0 else c.p_slower
+    text = (f"device p50 {c.delta_pct:+.0f} % ({c.old:.3g} → {c.new:.3g} ms, "
+            f"{CONFIDENCE * 100:g} % CI {_pct(c.ci_low, 1):+.0f}…{_pct(c.ci_high, 1):+.0f} %, "
+            f"p={p:.2g}, threshold {threshold * 100:.0f} %) ({len(current_ms)} fresh "
+            f"process{'es' * (len(current_ms) > 1)} vs {len(old['processes'])} in the "
+            f"baseline)" + version_note(baseline) + (f" ({reason})" if reason else ""))
+    figures = {"device_p50_ms": c.new, "baseline_device_p50_ms": c.old,
+               "delta_pct": c.delta_pct, "ci_low": c.ci_low, "ci_high": c.ci_high,
+               "threshold_pct": threshold * 100, "processes": len(current_ms)}
+    if c.ci_low > 1 and c.ci_high > limit:
+        return PerfVerdict(label, "regressed", f"{label} {text}", figures, strict)
+    if c.ci_low <= 1 and c.ci_high >= limit:
+        return PerfVerdict(label, "insufficient", f"{label} insufficient data (the interval "
+                           f"holds both no change and a threshold-sized slowdown): {text}",
+                           figures, strict)
+    if c.ci_high < 1 and c.ci_low < 1 / limit:
+        return PerfVerdict(label, "improved",
+                           f"{label} improved, consider updating the baseline: {text}",
+                           figures, strict)
+    return PerfVerdict(label, "pass", f"{label} {text}", figures, strict)
+
+
+def judge_device_memory(label: str, measured: dict, baseline: dict, *,
+                        threshold: float = 0.10, slack_mb: float = DEVICE_MEMORY_SLACK_MB,
+                        reason: str = "") -> PerfVerdict:
+    """Judge a probe's device ``measured`` memory figures against ``baseline`` (an entry):
+    each of DEVICE_MEMORY_FIGURES both have may grow by ``threshold`` plus ``slack_mb``."""
+    old = (baseline.get("device") or {}).get("memory") or {}
+    shared = [name for name in DEVICE_MEMORY_FIGURES if name in old and name in measured]
+    figures = {name: measured.get(name) for name in DEVICE_MEMORY_FIGURES}
+    if not shared:
+        now = [name for name in DEVICE_MEMORY_FIGURES if name in measured]
+        return PerfVerdict(label, NO_DEVICE_BASELINE,
+                           f"{label}: no device memory figure in both the baseline entry "
+                           f"({', '.join(old) or 'none'}) and this measurement "
+                           f"({', '.join(now) or 'none'}); re-take the baseline with "
+                           f"`pytest suites/performance --update-baselines`", figures)
+    parts, regressed, improved = [], [], []
+    for name in shared:
+        new, was = measured[name], old[name]
+        limit = was * (1 + threshold) + slack_mb
+        delta = _pct(new, was) if was else (0.0 if new == 0 else math.inf)
+        figures.update({f"baseline_{name}": was, f"{name}_delta_pct": delta,
+                        f"{name}_limit": limit})
+        parts.append(f"{name.removesuffix('_mb').replace('_', ' ')} {delta:+.0f} % "
+                     f"({was:.1f} → {new:.1f} MB, limit {limit:.1f} MB)")
+        if new > limit:
+            regressed.append(name)
+        elif new < was * (1 - threshold) - slack_mb:
+            improved.append(name)
+    figures["delta_pct"] = figures[f"{shared[0]}_delta_pct"]  # the headline figure's change
+    text = (f"device memory: {'; '.join(parts)} (+{threshold * 100:.0f} % + {slack_mb:g} MB "
+            f"allowed)" + version_note(baseline) + (f" ({reason})" if reason else ""))
+    if regressed:
+        return PerfVerdict(label, "regressed", f"{label} {text}", figures)
+    if improved:
+        return PerfVerdict(label, "improved",
+                           f"{label} improved, consider updating the baseline: {text}", figures)
+    return PerfVerdict(label, "pass", f"{label} {text}", figures)

@@ -9,6 +9,7 @@ of /proc/cpuinfo, so the id of another CPU can be checked here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -99,6 +100,10 @@ def identify(cpuinfo: dict[str, str], cores: int, gpu: dict | None) -> dict:
     else:  # no x86 fields (another architecture): the model-name string is all there is
         parts.append(_slug(cpuinfo.get("model name", "") or environment.cpu_model()))
     gpu_part = f"{_slug(gpu['name'])}-sm{gpu['capability']}" if gpu else "nogpu"
+    if gpu and gpu.get("driver"):
+        # The driver's branch: its JIT, its context's size (NVML's figures) and the CUDA
+        # versions it runs move device time and memory; point releases are in the components.
+        gpu_part += f"-drv{gpu['driver'].split('.')[0]}"
     parts += [isa, f"{cores}c", gpu_part]
     return {
         "id": "-".join(parts),
@@ -121,15 +126,34 @@ def legacy_id(cpuinfo: dict[str, str], cores: int, gpu_name: str | None) -> str:
 
 
 def gpu() -> dict | None:
-    """The first CUDA device's name and compute capability ("90" for 9.0), or None; asks
-    torch only when it is already imported with CUDA built in."""
+    """The first CUDA device's name, compute capability ("90" for 9.0) and NVIDIA driver
+    version (None where NVML cannot say), or None; asks torch only when it is already
+    imported with CUDA built in."""
     name = environment.gpu_model()
     if name is None:
         return None
     import torch
 
     major, minor = torch.cuda.get_device_capability(0)
-    return {"name": name, "capability": f"{major}{minor}"}
+    return {"name": name, "capability": f"{major}{minor}", "driver": nvidia_driver()}
+
+
+def nvidia_driver() -> str | None:
+    """The NVIDIA driver version from NVML (package ``nvidia-ml-py``), e.g. "580.65.06"."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            pynvml.nvmlShutdown()
 
 
 def this_machine() -> dict:
@@ -146,7 +170,8 @@ def describe(identity: dict) -> str:
     """One line for messages: why this machine got this id."""
     isa = ", ".join(f for f in identity["isa"] if f.startswith(("avx512", "amx", "avx_vnni")))
     gpu_text = (f"{identity['gpu']['name']} sm{identity['gpu']['capability']}"
-                if identity.get("gpu") else "no GPU")
+                + (f" driver {identity['gpu']['driver']}" if identity["gpu"].get("driver")
+                   else "") if identity.get("gpu") else "no GPU")
     return (f"{identity['vendor']} family {identity['family']} model {identity['model']} "
             f"stepping {identity['stepping']} ({identity['model_name']!r}), "
             f"{isa or 'no AVX-512'}, cache {identity['cache_size']}, {identity['cores']} cores, "

@@ -239,9 +239,15 @@ def measure_latency(infer: Callable[[], object], synchronize: Callable[[], None]
 
 
 def current_rss_bytes() -> int:
-    import psutil
+    """Resident memory now: /proc/self/statm on Linux (what psutil reads there too, and the
+    GPU machine's Python has no psutil), psutil elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import psutil
 
-    return psutil.Process().memory_info().rss
+        return psutil.Process().memory_info().rss
 
 
 def reset_peak_rss() -> bool:
@@ -269,10 +275,59 @@ def peak_rss_bytes() -> int:
 
 
 def pin_threads(threads: int) -> dict:
-    """Pin the BLAS/OpenMP pools of this process; returns what was pinned, for the record."""
-    from threadpoolctl import threadpool_limits
-
+    """Pin the BLAS/OpenMP pools of this process; returns what was pinned, for the record.
+    Without threadpoolctl (a bare GPU machine's Python) the environment variables pin the
+    pools not yet started, and the record says the others were not pinned."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return {"threads": threads,
+                "blas_pools": "not pinned once started: threadpoolctl is not installed"}
     threadpool_limits(threads)
     return {"threads": threads}
+
+
+@dataclass
+class DeviceTimeResult:
+    """Calls timed twice: on the host (perf_counter, through the runner's synchronisation)
+    and on the device (CUDA events around the device work, ``device_time``)."""
+
+    host_s: list[float]
+    device_ms: list[float]
+    synchronization: str = ""
+
+    def as_dict(self) -> dict:
+        device = Stats([ms / 1e3 for ms in self.device_ms])
+        host = Stats(self.host_s)
+        return {"n": device.n, "device_p50_ms": device.p50_ms, "device_p90_ms": device.p90_ms,
+                "device_mean_ms": device.mean_ms, "device_cov": device.cov,
+                "host_p50_ms": host.p50_ms,
+                # What the host spends beyond the device's bracket: launches, dispatch,
+                # copies left outside the events (median of per-call differences).
+                "host_overhead_p50_ms": statistics.median(
+                    h * 1e3 - d for h, d in zip(self.host_s, self.device_ms, strict=True)),
+                "synchronization": self.synchronization,
+                "device_samples_ms": [_sig(ms) for ms in self.device_ms]}
+
+
+def measure_device_time(infer: Callable[[], object], synchronize: Callable[[], None], timer,
+                        min_iterations: int = 30, min_time_s: float = 0.5,
+                        max_iterations: int = 1000) -> DeviceTimeResult:
+    """Time ``infer`` (whose runner records ``timer``'s events) on host and device, one call
+    at a time, until both ``min_iterations`` and ``min_time_s``. Each call's events are read
+    after it synchronised, outside the timed region. Runs after the latency measurement, so
+    the events' own cost never enters the host figures the gate compares."""
+    host, device = [], []
+    start = time.perf_counter()
+    while len(host) < max_iterations and (len(host) < min_iterations
+                                          or time.perf_counter() - start < min_time_s):
+        host.append(_timed(infer, synchronize))
+        taken = timer.take_ms()
+        if len(taken) != 1:
+            raise RuntimeError(f"expected one device-time bracket per call, got {len(taken)}: "
+                               f"the runner's run_impl must call _device_begin/_device_end "
+                               f"once")
+        device.append(taken[0])
+    return DeviceTimeResult(host, device)

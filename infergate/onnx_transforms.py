@@ -92,10 +92,24 @@ def calibration_digest(feeds: list[dict[str, np.ndarray]]) -> str:
     return h.hexdigest()[:20]
 
 
-def static_int8_onnx(subject) -> Path:
-    """Static QDQ int8 with per-channel weights, calibrated on the model's own inputs."""
+# TensorRT's explicit quantization takes signed int8 with zero point 0 only, and no int32
+# bias Q/DQ (it fuses the bias itself): the same calibration, ops and per-channel weights as
+# _STATIC_INT8, activations symmetric int8, biases left float.
+_FOR_TENSORRT = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+_SYMMETRIC_INT8 = {**_STATIC_INT8, "activations": "QInt8", "extra_options": _FOR_TENSORRT}
+# fp8 (E4M3) Q/DQ for TensorRT on Ada/Hopper. ORT's quantizer calibrates float8 only with
+# the Distribution method; per-tensor scales; QuantizeLinear takes float8 from opset 19.
+_STATIC_FP8 = {"per_channel": False, "format": "QDQ", "activations": "QFLOAT8E4M3FN",
+               "weights": "QFLOAT8E4M3FN", "method": "Distribution",
+               "op_types_to_quantize": ["Conv", "MatMul", "Gemm"],
+               "extra_options": {"QuantizeBias": False}, "opset": 19}
+
+
+def _static_qdq(subject, kind: str, step: str, params: dict, what: str) -> Path:
+    """A static Q/DQ model quantized by ONNX Runtime's quantizer with ``params`` (one of the
+    tables above), calibrated on the model's own calibration inputs."""
     feeds = subject.calibration_feeds
-    key = {"step": "int8_qdq", "parent": digest(subject.onnx_key), "code": _CODE, **_STATIC_INT8,
+    key = {"step": step, "parent": digest(subject.onnx_key), "code": _CODE, **params,
            "calibration": calibration_digest(feeds), **versions("onnxruntime", "onnx")}
 
     def build(tmp: Path):
@@ -107,14 +121,54 @@ def static_int8_onnx(subject) -> Path:
             quantize_static,
         )
 
+        source = subject.onnx_path
+        if params.get("opset"):
+            source = _at_opset(source, params["opset"], tmp / "source")
         reader = type("Reader", (_FeedReader, CalibrationDataReader), {})(feeds)
-        quantize_static(subject.onnx_path, tmp / "model.onnx", reader,
-                        quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax,
-                        op_types_to_quantize=_STATIC_INT8["op_types_to_quantize"],
+        quantize_static(source, tmp / "model.onnx", reader,
+                        quant_format=QuantFormat.QDQ, per_channel=params["per_channel"],
+                        activation_type=getattr(QuantType, params["activations"]),
+                        weight_type=getattr(QuantType, params["weights"]),
+                        calibrate_method=getattr(CalibrationMethod, params["method"]),
+                        op_types_to_quantize=params["op_types_to_quantize"],
+                        extra_options=params.get("extra_options"),
                         use_external_data_format=True)
+        if params.get("opset"):
+            import shutil
 
-    return subject.store.get("onnx_int8", key, build,
-                             f"quantizing {subject.spec.name} (static QDQ int8, "
-                             f"{len(feeds)} calibration batches)") / "model.onnx"
+            shutil.rmtree(tmp / "source")
+
+    return subject.store.get(kind, key, build,
+                             f"quantizing {subject.spec.name} ({what}, {len(feeds)} "
+                             f"calibration batches)") / "model.onnx"
+
+
+def _at_opset(path: Path, opset: int, folder: Path) -> Path:
+    """``path``'s model converted to ``opset`` by ONNX's version converter, saved in
+    ``folder`` (with external data, like every export here)."""
+    import onnx
+    from onnx import version_converter
+
+    folder.mkdir()
+    converted = version_converter.convert_version(onnx.load(str(path)), opset)
+    out = folder / "model.onnx"
+    onnx.save(converted, str(out), save_as_external_data=True, location="model.onnx.data")
+    return out
+
+
+def static_int8_onnx(subject) -> Path:
+    """Static QDQ int8 with per-channel weights, calibrated on the model's own inputs."""
+    return _static_qdq(subject, "onnx_int8", "int8_qdq", _STATIC_INT8, "static QDQ int8")
+
+
+def qdq_int8_symmetric_onnx(subject) -> Path:
+    """``static_int8_onnx``'s quantization with symmetric int8 activations: the Q/DQ graph
+    TensorRT builds int8 engines from (explicit quantization)."""
+    return _static_qdq(subject, "onnx_int8_symmetric", "int8_qdq_symmetric", _SYMMETRIC_INT8,
+                       "static QDQ int8, symmetric")
+
+
+def static_fp8_onnx(subject) -> Path:
+    """Static QDQ fp8 (E4M3, per-tensor), calibrated on the model's own inputs: the graph
+    TensorRT builds fp8 engines from."""
+    return _static_qdq(subject, "onnx_fp8", "fp8_qdq", _STATIC_FP8, "static QDQ fp8 E4M3")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8_dynamic", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8_dynamic", "int8", "fp8")
 
 # Precisions that PyTorch eager also runs, so "no worse than PyTorch" can be judged (at fp32,
 # PyTorch's run is the fp32 reference itself).
@@ -73,6 +73,8 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "int8_dynamic": Tolerance(min_cosine=0.99, min_sqnr_db=15.0, min_top1=0.9,
                               no_worse_factor=NO_WORSE_FACTOR),
     "int8": Tolerance(min_cosine=0.98, min_sqnr_db=12.0, min_top1=0.8),
+    # E4M3's 3 mantissa bits at per-tensor scales resolve about what int8's 8 bits do.
+    "fp8": Tolerance(min_cosine=0.98, min_sqnr_db=12.0, min_top1=0.8),
 }
 
 

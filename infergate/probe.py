@@ -20,6 +20,8 @@ from dataclasses import asdict
 from itertools import pairwise
 from pathlib import Path
 
+from infergate.backends.device_time import DeviceFigures
+from infergate.backends.gpu_memory import device_memory_figures
 from infergate.failures import ChildFailure, describe_exit, run_child
 from infergate.injected import InjectedWork
 
@@ -232,6 +234,8 @@ def probe(request: dict) -> dict:
     for module in backend.requires + backend.precision_requires.get(request["precision"], ()):
         importlib.import_module(module)  # library load is not the model's memory
     dims = request["dims"]
+    nvml = NvmlPhases(backend.device == "cuda")
+    nvml.read("before")
 
     # Memory in three layers (issue 11). The harness's own: the latency yardstick's buffers
     # and numpy's BLAS. The runtime's: what the framework costs before any model - its code
@@ -248,6 +252,7 @@ def probe(request: dict) -> dict:
     runtime = backend.initialise_runtime(request["precision"], threads,
                                          cache_dir=subject.store.root)
     init_s = time.perf_counter() - t_init
+    nvml.read("runtime")
     rss_runtime, parts_runtime = current_rss_bytes(), _rss_parts_mb()
     setup_peak = peak_rss_bytes()
     reset_peak_rss()  # the high-water mark from here on is the model's
@@ -260,6 +265,7 @@ def probe(request: dict) -> dict:
     runner.run(feed)
     runner.synchronize()
     t3 = time.perf_counter()
+    nvml.read("load")
 
     work = InjectedWork(request.get("slowdown", 0.0))
     if work.fraction:  # the gate's own benchmark: +x % real work, sized by time
@@ -272,9 +278,12 @@ def probe(request: dict) -> dict:
     latency = measure_latency(infer, runner.synchronize, dims["batch"],
                               Protocol(**request.get("protocol", {})), calibrate=calibration)
     peak, parts_end = peak_rss_bytes(), _rss_parts_mb()
+    device = _device_figures(runner, feed, nvml) if isinstance(runner, DeviceFigures) else None
     allocator = runner.memory_stats()
     runner.deactivate()
     return {
+        **({"device": {**device, "memory": device_memory_figures(
+            nvml.figures, allocator, runner.allocator_figure)}} if device else {}),
         "latency": latency.as_dict(),
         "cold_start": {"runtime_init_s": init_s, "prepare_s": t1 - t0, "load_s": t2 - t1,
                        "first_inference_s": t3 - t2},
@@ -295,6 +304,38 @@ def probe(request: dict) -> dict:
                      "python_hash_seed": os.environ.get("PYTHONHASHSEED")},
         "protocol": asdict(Protocol(**request.get("protocol", {}))),
     }
+
+
+class NvmlPhases:
+    """NVML's figure for this process at named phases of the probe (GPU backends only: a
+    CPU backend's probe never loads NVML)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.figures: dict[str, float] = {}
+
+    def read(self, phase: str) -> None:
+        if self.enabled:
+            from infergate.backends.gpu_memory import nvml_process_mb
+
+            used = nvml_process_mb().get("nvml_process_used_mb")
+            if used is not None:
+                self.figures[phase] = used
+
+
+def _device_figures(runner, feed, nvml: NvmlPhases) -> dict:
+    """Device time after the host measurement (its events' cost stays out of the gated host
+    figures), then NVML's reading after the runs."""
+    from infergate.measure import measure_device_time
+
+    runner.timer = runner.device_timer()
+    try:
+        timed = measure_device_time(lambda: runner.run(feed), runner.synchronize, runner.timer)
+    finally:
+        runner.timer = None
+    timed.synchronization = runner.synchronization
+    nvml.read("run")
+    return {"time": timed.as_dict(), "synchronization": runner.synchronization}
 
 
 def count(request: dict) -> dict:

@@ -91,6 +91,10 @@ FIGURES = {
     "test_latency": Figure("p50 latency, ms", _path("latency", "p50_ms"), "{:.3g}"),
     "test_memory": Figure("model memory (peak RSS above the initialised runtime), MB",
                           lambda entry: memory_figure(entry.get("memory")), "{:.4g}"),
+    "test_device_time": Figure("device p50 (CUDA events), ms",
+                               _path("device_time", "device_p50_ms"), "{:.3g}"),
+    "test_device_memory": Figure("model device memory (NVML, above the runtime), MB",
+                                 _path("device_memory", "model_device_mb"), "{:.4g}"),
     "test_instructions": Figure("instructions per inference (callgrind), millions",
                                 lambda entry: _millions(_path("instructions", "per_inference")(
                                     entry)), "{:.4g}"),
@@ -195,7 +199,10 @@ def problems(document: dict) -> list[dict]:
     return [e for e in document["results"] if e.get("outcome") in BROKEN]
 
 
-PERF_KINDS = ("latency", "memory", "instructions")
+# The device kinds first: a skip without figures is slotted by its test's name, and
+# "test_device_memory" also holds "memory".
+PERF_KINDS = ("latency", "device_time", "device_memory", "memory", "instructions")
+DEVICE_KINDS = ("device_time", "device_memory")
 
 
 @dataclass
@@ -204,6 +211,8 @@ class PerfRow:
     latency: dict | None = None
     memory: dict | None = None
     instructions: dict | None = None
+    device_time: dict | None = None
+    device_memory: dict | None = None
     speedup: float | None = None
 
     def figure(self, kind: str, key: str):
@@ -257,15 +266,32 @@ PERF_COLUMNS = (
     ("Δ instructions", lambda r, s: fmt(r.figure("instructions", "delta_pct"), "{:+.2f} %")),
     ("instructions verdict", lambda r, s: r.verdict("instructions", s)),
 )
+# GPU backends' device figures (CUDA events, NVML, the framework allocator): shown only when
+# some row has them, so a CPU run's table keeps its width.
+DEVICE_COLUMNS = (
+    ("device p50 ms", lambda r, s: fmt(r.figure("device_time", "device_p50_ms"), "{:.3g}")),
+    ("host overhead p50 ms",
+     lambda r, s: fmt(r.figure("device_time", "host_overhead_p50_ms"), "{:.3g}")),
+    ("Δ device p50", lambda r, s: _signed(r.figure("device_time", "delta_pct"))),
+    ("device time verdict", lambda r, s: r.verdict("device_time", s)),
+    ("device MB (NVML, model)",
+     lambda r, s: fmt(r.figure("device_memory", "model_device_mb"), "{:.4g}")),
+    ("allocator peak MB",
+     lambda r, s: fmt(r.figure("device_memory", "allocator_peak_mb"), "{:.4g}")),
+    ("Δ device memory", lambda r, s: _signed(r.figure("device_memory", "delta_pct"))),
+    ("device memory verdict", lambda r, s: r.verdict("device_memory", s)),
+)
 
 
 def perf_table(rows: list[PerfRow], symbols: dict[str, str] = SYMBOLS
                ) -> tuple[list[str], list[list[str]]]:
     """The performance table's header and cells (plain text), shared by both reports.
     Combinations with no figures at all (a GPU backend on a CPU runner) are left out."""
-    header = ["combination", *(name for name, _ in PERF_COLUMNS)]
-    return header, [[r.label, *(get(r, symbols) for _, get in PERF_COLUMNS)]
-                    for r in rows if r.measured]
+    measured = [r for r in rows if r.measured]
+    columns = PERF_COLUMNS + (DEVICE_COLUMNS if any(
+        (getattr(r, kind) or {}).get(kind) for r in measured for kind in DEVICE_KINDS) else ())
+    header = ["combination", *(name for name, _ in columns)]
+    return header, [[r.label, *(get(r, symbols) for _, get in columns)] for r in measured]
 
 
 def _slot(entry: dict) -> str:

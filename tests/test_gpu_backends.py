@@ -23,8 +23,6 @@ from infergate.backends.ort_gpu import (
     trt_shape_option,
 )
 from infergate.backends.tensorrt_runner import (
-    CONFIG_FLAGS,
-    calibration_plan,
     create_config_kwargs,
     engine_key,
     profile_shapes,
@@ -63,10 +61,12 @@ def test_tensorrt_create_config_kwargs(precision, flags):
     assert create_config_kwargs(precision) == flags
 
 
-def test_tensorrt_precisions_are_infergate_ids_and_fp8_waits_for_one():
+def test_tensorrt_precisions_are_infergate_ids_fp8_included():
     backend = all_backends()["tensorrt"]
     assert set(backend.precisions) <= set(PRECISIONS)
-    assert "fp8" in CONFIG_FLAGS and "fp8" not in backend.precisions
+    assert "fp8" in backend.precisions
+    # fp8 is TensorRT's alone: no other backend claims what it cannot run.
+    assert [b.name for b in all_backends().values() if "fp8" in b.precisions] == ["tensorrt"]
 
 
 def test_profile_shapes_batch_only():
@@ -83,16 +83,6 @@ def test_profile_shapes_batch_and_seq():
     assert trt_shape_option(shapes, 2) == "ids:8x64,mask:8x64,scale:1"
 
 
-def test_calibration_plan_takes_the_most_common_shape():
-    a, b = np.zeros((8, 12)), np.zeros((8, 20))
-    feeds = [{"ids": b}, {"ids": a}, {"ids": a}, {"ids": b}, {"ids": a}]
-    shape, chosen = calibration_plan(feeds)
-    assert shape == {"ids": (8, 12)} and len(chosen) == 3
-    assert calibration_plan(feeds[:1])[0] == {"ids": (8, 20)}
-    with pytest.raises(ValueError):
-        calibration_plan([])
-
-
 def test_tensorrt_engine_key_changes_with_what_built_it():
     shapes = profile_shapes(make_tiny_spec())
     base = dict(onnx_digest="abc", precision="fp16", trt_version="10.9.0", gpu="NVIDIA H100",
@@ -103,7 +93,8 @@ def test_tensorrt_engine_key_changes_with_what_built_it():
                    {"gpu": "NVIDIA A100"}, {"onnx_digest": "abd"},
                    {"profile": profile_shapes(make_seq_spec())}):
         assert engine_key(**{**base, **change}) != key, change
-    assert engine_key(**base, calibration="c1") != engine_key(**base, calibration="c2")
+    # a Q/DQ graph quantized otherwise (another calibration, another scheme) is another engine
+    assert engine_key(**base, graph="qdq1") != engine_key(**base, graph="qdq2")
 
 
 def test_ort_trt_cache_key_changes_with_what_built_it():

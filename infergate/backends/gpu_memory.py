@@ -64,3 +64,25 @@ def nvml_process_mb() -> dict[str, float]:
     finally:
         with contextlib.suppress(Exception):
             pynvml.nvmlShutdown()
+
+
+def device_memory_figures(nvml: dict[str, float], allocator: dict[str, float],
+                          allocator_figure: str | None) -> dict:
+    """The probe's device-memory figures from NVML's reading of this process at each phase
+    (``before`` the runtime, after the ``runtime``'s start, after ``load`` and first
+    inference, after the ``run``s) and the runner's ``memory_stats()``.
+
+    ``model_device_mb``: the larger of the load and run readings above the runtime's (CUDA
+    context, libraries, pools), as the host figure is the model's above the initialised
+    runtime. NVML reads memory the driver handed out (allocator reserves included, in 2 MB
+    pages), so a model that only reuses the runtime's pools reads 0. ``allocator_peak_mb``:
+    the framework allocator's own peak, where it exposes one (``allocator_figure``)."""
+    figures: dict = {"nvml_mb": dict(nvml)}
+    after = [nvml[p] for p in ("load", "run") if p in nvml]
+    if "runtime" in nvml and after:
+        figures["model_device_mb"] = max(0.0, max(after) - nvml["runtime"])
+        figures["runtime_device_mb"] = nvml["runtime"] - nvml.get("before", 0.0)
+    if allocator_figure and allocator_figure in allocator:
+        figures["allocator_peak_mb"] = allocator[allocator_figure]
+    figures["allocator"] = dict(allocator)
+    return figures

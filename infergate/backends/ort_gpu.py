@@ -21,10 +21,11 @@ import numpy as np
 from infergate.artifacts import digest, versions
 from infergate.backends.base import Runner
 from infergate.backends.cuda import CudaBackend, DeviceFeedCache, device_facts, gpu_name
+from infergate.backends.device_time import DeviceFigures
 from infergate.backends.gpu_memory import nvml_process_mb
 from infergate.backends.ort_cpu import OrtRunner, warm_session
 from infergate.backends.tensorrt_runner import profile_shapes
-from infergate.onnx_transforms import fp16_onnx, static_int8_onnx
+from infergate.onnx_transforms import fp16_onnx, qdq_int8_symmetric_onnx
 
 IOBINDING_ENV = "INFERGATE_ORT_IOBINDING"
 IOBINDING_MODES = ("device", "host")
@@ -77,14 +78,32 @@ def ort_trt_cache_key(onnx_digest: str, model: str, precision: str, ort_version:
             "gpu": gpu, "profile": {n: [list(s) for s in r] for n, r in shapes.items()}}
 
 
-class OrtGpuRunner(OrtRunner):
+def with_compute_stream(providers: list, stream_ptr: int) -> list:
+    """``providers`` with the CUDA and TensorRT providers running on the CUDA stream at
+    ``stream_ptr`` (their ``user_compute_stream`` option, the pointer as a decimal string):
+    the stream the device-time events are recorded on."""
+    gpu = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+    return [(name, {**options, "user_compute_stream": str(stream_ptr)}) if name in gpu
+            else (name, options) for name, options in providers]
+
+
+class OrtGpuRunner(DeviceFigures, OrtRunner):
     """An ONNX Runtime session on CUDA; ``iobinding="device"`` keeps inputs on the device
-    (copied once per feed) and outputs allocated there, copied to the host after the run."""
+    (copied once per feed) and outputs allocated there, copied to the host after the run.
+    The session runs on a stream of its own, created at activate and handed to ONNX Runtime,
+    so CUDA events can bracket its kernels."""
+
+    synchronization = ("session.run returns once ONNX Runtime synchronised its compute "
+                       "stream; device time brackets the run on that stream, the outputs' "
+                       "copy to the host after it is host time")
+    # ONNX Runtime's Python API exposes no arena statistics: NVML's figure covers the arena.
+    allocator_figure = None
 
     def __init__(self, label, output_names, model_path, providers, iobinding="device"):
         super().__init__(label, output_names, model_path, providers)
         self.iobinding = iobinding
         self._inputs = DeviceFeedCache(self._upload)
+        self._stream = None
 
     @staticmethod
     def _upload(feed):
@@ -93,7 +112,14 @@ class OrtGpuRunner(OrtRunner):
         return {name: OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value), "cuda", 0)
                 for name, value in feed.items()}
 
+    def device_stream(self):
+        return self._stream
+
     def activate_impl(self):
+        import torch
+
+        self._stream = torch.cuda.Stream()
+        self.providers = with_compute_stream(self.providers, self._stream.cuda_stream)
         super().activate_impl()
         wanted = self.providers[0][0]
         if wanted not in self.session.get_providers():
@@ -105,14 +131,19 @@ class OrtGpuRunner(OrtRunner):
         self.settings["iobinding"] = self.iobinding
 
     def run_impl(self, feed):
-        if self.iobinding == "host":
-            return super().run_impl(feed)
+        if self.iobinding == "host":  # the inputs' copies are inside the bracket
+            self._device_begin()
+            outputs = super().run_impl(feed)
+            self._device_end()
+            return outputs
         binding = self.session.io_binding()
         for name, value in self._inputs.get(feed).items():
             binding.bind_ortvalue_input(name, value)
         for name in self.output_names:
             binding.bind_output(name, "cuda", 0)
+        self._device_begin()
         self.session.run_with_iobinding(binding)
+        self._device_end()
         return dict(zip(self.output_names, binding.copy_outputs_to_cpu(), strict=True))
 
     def memory_stats(self) -> dict[str, float]:
@@ -121,6 +152,7 @@ class OrtGpuRunner(OrtRunner):
     def deactivate_impl(self):
         self._inputs.clear()
         super().deactivate_impl()
+        self._stream = None
 
 
 class OrtCuda(CudaBackend):
@@ -146,8 +178,9 @@ class OrtCuda(CudaBackend):
 
 
 # precision -> the graph the TensorRT EP reads: fp16 is TensorRT's own choice of fp16
-# kernels on the fp32 export; int8 is the static Q/DQ graph ort_cpu and openvino run too.
-ORT_TRT_ONNX = {"fp16": lambda subject: subject.onnx_path, "int8": static_int8_onnx}
+# kernels on the fp32 export; int8 is the symmetric Q/DQ graph the tensorrt backend builds
+# from (TensorRT takes zero point 0 only; ort_cpu's graph has uint8 activations).
+ORT_TRT_ONNX = {"fp16": lambda subject: subject.onnx_path, "int8": qdq_int8_symmetric_onnx}
 
 
 class OrtTrt(CudaBackend):

@@ -13,6 +13,7 @@ from infergate.backends.cuda import (
     set_tf32,
     tf32_state,
 )
+from infergate.backends.device_time import DeviceFigures
 from infergate.backends.gpu_memory import nvml_process_mb, torch_cuda_mb
 from infergate.backends.torch_eager import (
     DTYPES,
@@ -25,9 +26,14 @@ from infergate.backends.torch_eager import (
 )
 
 
-class TorchCudaRunner(TorchRunner):
+class TorchCudaRunner(DeviceFigures, TorchRunner):
     """Eager (or compiled) module on ``cuda``: inputs copied to the device once per feed,
     outputs returned as host arrays (floats as float32); ``synchronize()`` waits for the GPU."""
+
+    synchronization = ("implicit: copying the outputs to the host waits for the current "
+                       "stream; device time brackets the forward only (the outputs' copy "
+                       "and cast are host time)")
+    allocator_figure = "cuda_max_allocated_mb"
 
     def __init__(self, label, output_names, module, input_dtype):
         super().__init__(label, output_names, module, input_dtype)
@@ -48,8 +54,11 @@ class TorchCudaRunner(TorchRunner):
         torch.cuda.reset_peak_memory_stats()
 
     def run_impl(self, feed):
+        inputs = self._inputs.get(feed)
+        self._device_begin()
         with torch.inference_mode():
-            outputs = self.module(**self._inputs.get(feed))
+            outputs = self.module(**inputs)
+        self._device_end()
         return {name: host_tensor(out.cpu()).numpy()
                 for name, out in named_outputs(self.label, self.output_names, outputs).items()}
 

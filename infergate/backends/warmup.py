@@ -25,15 +25,18 @@ OPSET = 17
 
 
 def build_graphs() -> None:
-    """Build (and cache) both graphs now: the probe does it with the harness's own setup, so
+    """Build (and cache) the graphs now: the probe does it with the harness's own setup, so
     importing onnx to build them is not counted as a runtime's cost."""
     tiny_onnx(False)
     tiny_onnx(True)
+    tiny_onnx(True, symmetric=True)
 
 
 @cache
-def tiny_onnx(quantized: bool = False) -> bytes:
-    """The serialized ONNX graph ``y = relu(x @ w + b)``, x: (batch, 8) float32."""
+def tiny_onnx(quantized: bool = False, symmetric: bool = False) -> bytes:
+    """The serialized ONNX graph ``y = relu(x @ w + b)``, x: (batch, 8) float32.
+    ``symmetric`` quantizes the activations to int8 with zero point 0, the only Q/DQ form
+    TensorRT takes."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -46,8 +49,10 @@ def tiny_onnx(quantized: bool = False) -> bytes:
         init += [numpy_helper.from_array(w_q, "w_q"),
                  numpy_helper.from_array(w_scale, "w_scale"),
                  numpy_helper.from_array(np.zeros(FEATURES, np.int8), "w_zero"),
-                 numpy_helper.from_array(np.array(4 / 255, np.float32), "x_scale"),
-                 numpy_helper.from_array(np.array(128, np.uint8), "x_zero")]
+                 numpy_helper.from_array(np.array(2 / 255, np.float32) if symmetric else
+                                         np.array(4 / 255, np.float32), "x_scale"),
+                 numpy_helper.from_array(np.array(0, np.int8) if symmetric else
+                                         np.array(128, np.uint8), "x_zero")]
         nodes = [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["x_q"]),
                  helper.make_node("DequantizeLinear", ["x_q", "x_scale", "x_zero"], ["x_dq"]),
                  helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"],
