@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 from functools import cached_property
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 
 from infergate import onnx_export
 from infergate.artifacts import ArtifactStore, code_digest, versions
+from infergate.model_source import source_digest
 from infergate.onnx_export import OPSET, export_onnx
 from infergate.spec import ModelSpec
 
@@ -38,9 +38,10 @@ class ModelUnderTest:
 
     @cached_property
     def fingerprint(self) -> str:
-        """Changes when the model's code, weights or declared shapes change."""
+        """Changes when the model's code (its module and the project modules it imports),
+        weights or declared shapes change."""
         h = hashlib.sha256(self.spec.name.encode())
-        h.update(inspect.getsource(inspect.getmodule(self.spec.build)).encode())
+        h.update(source_digest(self.spec.build, self.spec.make_inputs).encode())
         h.update(repr(sorted((k, repr(v)) for k, v in self.spec.dims.items())).encode())
         h.update(repr(sorted(self.spec.dynamic_axes.items())).encode())
         for name, tensor in self.module.state_dict().items():

@@ -82,3 +82,41 @@ def test_an_edit_to_the_exporter_or_transforms_is_a_new_artifact(tiny_spec, stor
     monkeypatch.setattr("infergate.subject.code_digest", lambda m: "edited")
     assert ModelUnderTest(tiny_spec, store).onnx_key != key
     assert onnx_transforms._CODE == code_digest(onnx_transforms)
+
+
+def test_an_edit_to_a_helper_the_model_imports_rebuilds_its_export(tmp_path, monkeypatch):
+    """The model file is unchanged; a module of the user's project it imports is edited."""
+    import importlib
+    import sys
+
+    package = tmp_path / "userproj"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "blocks.py").write_text(
+        "import torch\n\ndef head(width):\n    return torch.nn.Linear(width, 3)\n")
+    (package / "model.py").write_text(
+        "import torch\nfrom infergate.spec import Dim, ModelSpec\nfrom userproj.blocks import head\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.head = head(6)\n"
+        "    def forward(self, x):\n        return self.head(x)\n"
+        "def build(store):\n    torch.manual_seed(0)\n    return Net().eval()\n"
+        "def make_inputs(batch, seed):\n    return {'x': torch.randn(batch, 6)}\n"
+        "SPEC = ModelSpec(name='user_model', build=build, make_inputs=make_inputs,\n"
+        "                 outputs=('y',), dims={'batch': Dim(1, 4, 2)},\n"
+        "                 dynamic_axes={'x': {0: 'batch'}})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        spec = importlib.import_module("userproj.model").SPEC
+        store = ArtifactStore(tmp_path / "cache")
+        first = ModelUnderTest(spec, store)
+        assert first.onnx_path.is_file()
+        assert ModelUnderTest(spec, store).onnx_path == first.onnx_path  # unchanged: reused
+        # The edit changes the weights' draw nowhere: only the source tells them apart.
+        (package / "blocks.py").write_text(
+            "import torch\n\ndef head(width):\n    return torch.nn.Linear(width, 3)  # v2\n")
+        second = ModelUnderTest(spec, store)
+        assert second.fingerprint != first.fingerprint
+        assert second.onnx_path != first.onnx_path and second.onnx_path.is_file()
+    finally:
+        for name in ("userproj.model", "userproj.blocks", "userproj"):
+            sys.modules.pop(name, None)
