@@ -33,7 +33,7 @@ def test_the_gate_fails_the_run_and_names_the_step(project, tmp_path, monkeypatc
 
     def planted(key, points, threshold_pct, **kw):
         seen.append((key, threshold_pct))
-        step = changes.Change(*key, 0, points[-1].run_id, points[-1].started, "abc1234567",
+        step = changes.Change(*key, 0, points[-1].run_id, points[-1].time, "abc1234567",
                               1.0, 0.99, -1.0, 1e-9, True)
         return changes.Alarm(step, 1.0, -7.5)
 

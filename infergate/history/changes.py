@@ -86,7 +86,7 @@ def steps(y: np.ndarray, sigma: float, *, alpha: float = ALPHA, min_size: int = 
 @dataclass(frozen=True)
 class Point:
     run_id: int
-    started: datetime
+    time: datetime  # when the run wrote its results
     commit: str | None
     value: float
 
@@ -99,7 +99,7 @@ class Change:
     figure: str
     index: int  # position in the series of the first run at the new level
     run_id: int
-    started: datetime
+    time: datetime  # when the run wrote its results
     commit: str | None
     before: float  # mean level of the segment before (in the figure's units)
     after: float
@@ -108,7 +108,7 @@ class Change:
     regression: bool
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "started": self.started.isoformat()}
+        return {**asdict(self), "time": self.time.isoformat()}
 
 
 def find_changes(key: tuple[str, str, str, str], points: list[Point], **kw) -> list[Change]:
@@ -128,7 +128,7 @@ def find_changes(key: tuple[str, str, str, str], points: list[Point], **kw) -> l
             math.exp(float(np.mean(y[i:edges[k + 2]])))
         delta = (after / before - 1) * 100 if before else math.inf
         worse = after > before if FIGURES.get(figure, "up") == "up" else after < before
-        out.append(Change(machine, test, combo, figure, i, points[i].run_id, points[i].started,
+        out.append(Change(machine, test, combo, figure, i, points[i].run_id, points[i].time,
                           points[i].commit, before, after, delta, p, worse))
     return out
 

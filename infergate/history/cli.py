@@ -103,5 +103,5 @@ def _changes(store, args) -> int:
         kind = "regression" if c.regression else "improvement"
         print(f"{c.machine_id}  {c.test}[{c.combo}]  {c.figure}: {c.delta_pct:+.2f} % "
               f"({c.before:.5g} → {c.after:.5g}) from run {c.run_id}{commit} "
-              f"({c.started:%Y-%m-%d %H:%M}), p={c.p_value:.2g}, {kind}")
+              f"({c.time:%Y-%m-%d %H:%M}), p={c.p_value:.2g}, {kind}")
     return 0

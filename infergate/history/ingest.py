@@ -82,13 +82,13 @@ def machine_id(env: dict) -> str:
     return machine_label(env)  # results from before the hardware id: the CPU's name
 
 
-def _started(document: dict, source: str) -> datetime:
+def _created(document: dict, source: str) -> datetime:
     created = document.get("created")
     try:
-        started = datetime.fromisoformat(created)
+        when = datetime.fromisoformat(created)
     except (TypeError, ValueError):
         raise ValueError(f"{source}: 'created' must be an ISO time, got {created!r}") from None
-    return started if started.tzinfo else started.replace(tzinfo=UTC)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def runs_of(document: dict, source: str) -> list[dict]:
@@ -98,7 +98,7 @@ def runs_of(document: dict, source: str) -> list[dict]:
     for entry in document["results"]:
         groups.setdefault(entry.get("machine") or "", []).append(entry)
     run_info = document.get("run") or {}
-    started = _started(document, source)
+    created = _created(document, source)
     out = []
     for label, entries in groups.items():
         env = machines.get(label, document["environment"]) if label else document["environment"]
@@ -111,7 +111,7 @@ def runs_of(document: dict, source: str) -> list[dict]:
             key = "sha256:" + hashlib.sha256(content.encode()).hexdigest()
         out.append({
             "run": {
-                "run_key": key, "started": started, "commit": run_info.get("commit"),
+                "run_key": key, "created": created, "commit": run_info.get("commit"),
                 "branch": run_info.get("branch"), "ci_job_url": run_info.get("ci_job_url"),
                 "machine_id": mid, "machine": env.get("machine"),
                 "libraries": env.get("libraries"),

@@ -52,21 +52,21 @@ class Row:
 def load(store: Store, selection: Filter) -> dict[tuple, dict[str, list[Row]]]:
     """(machine, combo, test) -> figure -> rows in run order."""
     figures = [f for f in FIGURES if not selection.figure or f in selection.figure.split(",")]
-    query = (sa.select(runs.c.id, runs.c.started, runs.c.commit, runs.c.machine_id,
+    query = (sa.select(runs.c.id, runs.c.created, runs.c.commit, runs.c.machine_id,
                        results.c.test, results.c.combo, results.c.outcome,
                        results.c.threshold_pct, results.c.min_cosine,
                        *(results.c[f] for f in figures))
              .join(runs, runs.c.id == results.c.run_id).where(*selection.where())
-             .order_by(runs.c.started, runs.c.id))
+             .order_by(runs.c.created, runs.c.id))
     out: dict[tuple, dict[str, list[Row]]] = defaultdict(lambda: defaultdict(list))
     with store.transaction() as connection:
         for r in connection.execute(query):
-            started = r.started if r.started.tzinfo else r.started.replace(tzinfo=UTC)
+            time = r.created if r.created.tzinfo else r.created.replace(tzinfo=UTC)
             for figure in figures:
                 value = r._mapping[figure]
                 if value is not None:
                     out[(r.machine_id, r.combo, r.test)][figure].append(
-                        Row(Point(r.id, started, r.commit, float(value)), r.outcome,
+                        Row(Point(r.id, time, r.commit, float(value)), r.outcome,
                             r.threshold_pct, r.min_cosine))
     return out
 
@@ -100,9 +100,9 @@ def plot(key: tuple, figure: str, rows: list[Row]) -> str:
     parts = [f'<text x="4" y="12">{_e(UNITS.get(figure, figure))}</text>',
              f'<text x="{PAD_L - 4}" y="{PAD_T + 4}" text-anchor="end">{hi:.4g}</text>',
              f'<text x="{PAD_L - 4}" y="{H - PAD_B}" text-anchor="end">{lo:.4g}</text>',
-             f'<text x="{PAD_L}" y="{H - 6}">{rows[0].point.started:%Y-%m-%d}</text>',
+             f'<text x="{PAD_L}" y="{H - 6}">{rows[0].point.time:%Y-%m-%d}</text>',
              f'<text x="{W - PAD_R}" y="{H - 6}" text-anchor="end">'
-             f'{rows[-1].point.started:%Y-%m-%d}</text>',
+             f'{rows[-1].point.time:%Y-%m-%d}</text>',
              f'<line x1="{PAD_L}" x2="{PAD_L}" y1="{PAD_T}" y2="{H - PAD_B}" stroke="#bbb"/>']
     if threshold:
         parts.append(f'<line class="threshold" x1="{PAD_L}" x2="{W - PAD_R}" '
@@ -129,7 +129,7 @@ def plot(key: tuple, figure: str, rows: list[Row]) -> str:
     for i, r in enumerate(rows):
         parts.append(f'<circle cx="{x(i):.1f}" cy="{y(r.point.value):.1f}" r="2.6" '
                      f'fill="{COLOURS.get(r.outcome, "#607d8b")}"><title>run {r.point.run_id} '
-                     f'{r.point.started:%Y-%m-%d %H:%M} {_e(r.outcome)}: {r.point.value:.5g}'
+                     f'{r.point.time:%Y-%m-%d %H:%M} {_e(r.outcome)}: {r.point.value:.5g}'
                      f'</title></circle>')
     return (f'<svg class="trend" data-figure="{_e(figure)}" data-changes="{len(changes)}" '
             f'xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}">{"".join(parts)}'

@@ -35,19 +35,19 @@ def load_series(store: Store, selection: Filter = Filter()) -> dict[Key, list[Po
     figures = [f for f in FIGURES if not selection.figure or f in selection.figure.split(",")]
     if not figures:
         raise ValueError(f"unknown figure {selection.figure!r}; figures: {', '.join(FIGURES)}")
-    query = (sa.select(runs.c.id, runs.c.started, runs.c.commit, runs.c.machine_id,
+    query = (sa.select(runs.c.id, runs.c.created, runs.c.commit, runs.c.machine_id,
                        results.c.test, results.c.combo,
                        *(results.c[f] for f in figures))
              .join(runs, runs.c.id == results.c.run_id)
              .where(*selection.where())
-             .order_by(runs.c.started, runs.c.id))
+             .order_by(runs.c.created, runs.c.id))
     series: dict[Key, list[Point]] = {}
     with store.transaction() as connection:
         for row in connection.execute(query):
-            started = row.started if row.started.tzinfo else row.started.replace(tzinfo=UTC)
+            time = row.created if row.created.tzinfo else row.created.replace(tzinfo=UTC)
             for figure in figures:
                 value = row._mapping[figure]
                 if value is not None:
                     series.setdefault((row.machine_id, row.test, row.combo, figure), []).append(
-                        Point(row.id, started, row.commit, float(value)))
+                        Point(row.id, time, row.commit, float(value)))
     return series

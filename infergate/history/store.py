@@ -46,7 +46,8 @@ runs = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     # What makes "the same run": its session id, else a hash of its content (ingest.py).
     sa.Column("run_key", sa.String(128), nullable=False, unique=True),
-    sa.Column("started", sa.DateTime(timezone=True), nullable=False),
+    # When the run wrote its results (results.json's "created"): the series' time order.
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
     sa.Column("commit", sa.String(64)),
     sa.Column("branch", sa.String(256)),
     sa.Column("ci_job_url", sa.Text),
@@ -59,7 +60,7 @@ runs = sa.Table(
     sa.Column("source", sa.Text),
     sa.Column("ingested", sa.DateTime(timezone=True), nullable=False),
 )
-sa.Index("runs_machine_started", runs.c.machine_id, runs.c.started)
+sa.Index("runs_machine_created", runs.c.machine_id, runs.c.created)
 
 results = sa.Table(
     "results", metadata,
