@@ -611,6 +611,24 @@ def _memory_text(entry: dict) -> str:
     return f"peak RSS {memory.get('peak_rss_mb', math.nan):.1f} MB (before the model figure)"
 
 
+def _device_text(old: dict | None, new: dict) -> str:
+    """A GPU entry's device p50 and device memory for ``diff`` ("" for a CPU entry)."""
+    figures = []
+    for entry in (old, new):
+        device = (entry or {}).get("device") or {}
+        p50 = (device.get("time") or {}).get("p50_ms")
+        mb = (device.get("memory") or {}).get("model_device_mb")
+        figures.append((p50, mb))
+    (old_p50, old_mb), (new_p50, new_mb) = figures
+    parts = []
+    if new_p50 is not None:
+        parts.append(f"device p50 {f'{old_p50:.3g} → ' if old_p50 else ''}{new_p50:.3g} ms")
+    if new_mb is not None:
+        parts.append(f"device memory {f'{old_mb:.1f} → ' if old_mb is not None else ''}"
+                     f"{new_mb:.1f} MB")
+    return "".join(f", {part}" for part in parts)
+
+
 def diff(candidate: dict, current: dict) -> list[str]:
     """What merging ``candidate``'s entries into ``current`` would change, one line each."""
     lines = []
@@ -620,7 +638,8 @@ def diff(candidate: dict, current: dict) -> list[str]:
         new_lat = new["latency"]
         if old is None:
             lines.append(f"+ {name}: p50 {new_lat['p50_ms']:.3g} ms, normalised "
-                         f"{new_lat['normalised']:.4g}, {_memory_text(new)} (new)")
+                         f"{new_lat['normalised']:.4g}, {_memory_text(new)}"
+                         f"{_device_text(None, new)} (new)")
             continue
         old_lat = old["latency"]
         old_mem, new_mem = old.get("memory", {}), new.get("memory", {})
@@ -633,7 +652,8 @@ def diff(candidate: dict, current: dict) -> list[str]:
             f"~ {name}: p50 {old_lat['p50_ms']:.3g} → {new_lat['p50_ms']:.3g} ms "
             f"({_pct(new_lat['p50_ms'], old_lat['p50_ms']):+.0f} %), normalised "
             f"{old_lat['normalised']:.4g} → {new_lat['normalised']:.4g} "
-            f"({_pct(new_lat['normalised'], old_lat['normalised']):+.0f} %), {memory}")
+            f"({_pct(new_lat['normalised'], old_lat['normalised']):+.0f} %), {memory}"
+            f"{_device_text(old, new)}")
     kept = sorted(set(old_entries) - set(candidate.get("entries", {})))
     if kept:
         lines.append(f"= {len(kept)} other entries kept unchanged")

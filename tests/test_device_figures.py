@@ -277,6 +277,20 @@ def test_device_memory_gate_judges_each_figure_both_have():
     assert none.status == baselines.NO_DEVICE_BASELINE and "none" in str(none)
 
 
+def test_baseline_diff_shows_device_figures_of_gpu_entries():
+    old = {"entries": {"m/torch_cuda/fp32": device_baseline(times=(1.0,), model_mb=80.0)}}
+    new = {"entries": {"m/torch_cuda/fp32": device_baseline(times=(1.2,), model_mb=96.0),
+                       "m/torch_cuda/fp16": device_baseline(times=(0.5,), model_mb=40.0),
+                       "m/torch/fp32": baselines.make_entry([process(2.0)], threads=1,
+                                                            dims={})}}
+    lines = baselines.diff(new, old)
+    assert any(line.startswith("~ m/torch_cuda/fp32") and line.endswith(
+        "device p50 1 → 1.2 ms, device memory 80.0 → 96.0 MB") for line in lines), lines
+    assert any(line.startswith("+ m/torch_cuda/fp16") and
+               "device p50 0.5 ms, device memory 40.0 MB (new)" in line for line in lines)
+    assert any(line.startswith("+ m/torch/fp32") and "device" not in line for line in lines)
+
+
 def test_device_spread_pools_processes_of_gpu_entries_only():
     entries = {"a": device_baseline(times=(1.0, 1.1)), "b": device_baseline(times=(2.0, 2.0)),
                "cpu": baselines.make_entry([process(2.0), process(2.2)], threads=1, dims={})}
