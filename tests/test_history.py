@@ -155,6 +155,16 @@ def test_cli_ingest_and_changes(tmp_path, capsys):
     assert "unknown figure 'speed'" in capsys.readouterr().err
 
 
+def test_a_damaged_database_is_an_error_naming_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    with Store.open(url) as store:
+        with store.transaction() as c:
+            c.execute(sa.text("DROP TABLE results"))
+        with pytest.raises(HistoryError, match=r"h\.db: no such table: results"):
+            ingest(store, document(), "a.json")
+        assert count(store, runs) == 0  # the run's row went with the failed transaction
+
+
 def test_bad_url_is_an_error_naming_it(capsys):
     assert main(["history", "changes", "--url", "mysqlx://nobody@nowhere/db"]) == 2
     assert "mysqlx://nobody@nowhere/db" in capsys.readouterr().err

@@ -158,8 +158,9 @@ class Store:
         try:
             with self.engine.begin() as connection:
                 yield connection
-        except sa.exc.OperationalError as exc:
-            raise HistoryError(f"history database {self.url}: {exc.orig}") from None
+        except sa.exc.SQLAlchemyError as exc:  # unreachable, locked out, damaged, altered
+            raise HistoryError(f"history database {self.url}: "
+                               f"{getattr(exc, 'orig', None) or exc}") from None
 
     def _prepare(self) -> None:
         with self.transaction() as connection:
