@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from infergate.model_outputs import export_order
 from infergate.spec import ModelSpec
 
 OPSET = 18
@@ -21,6 +22,8 @@ def dynamic_shapes(spec: ModelSpec, input_names) -> dict:
 
 def export_onnx(spec: ModelSpec, module: torch.nn.Module, inputs: dict, path: Path) -> None:
     """Export ``module`` to ``path`` (external data beside it for large models)."""
+    with torch.inference_mode():  # output names follow forward's own order (a dict's keys)
+        order = export_order(spec.outputs, module(**inputs))
     # The exporter narrates every pass on stdout; keep it out of the test log.
     with contextlib.redirect_stdout(io.StringIO()):
         program = torch.onnx.export(
@@ -29,7 +32,7 @@ def export_onnx(spec: ModelSpec, module: torch.nn.Module, inputs: dict, path: Pa
             kwargs=inputs,
             dynamo=True,
             input_names=list(inputs),
-            output_names=list(spec.outputs),
+            output_names=order,
             dynamic_shapes=dynamic_shapes(spec, inputs),
             opset_version=OPSET,
         )

@@ -37,6 +37,19 @@ def build_labelled_tiny(store):
     return LabelledTiny().eval()
 
 
+class DictTiny(Tiny):
+    """Tiny returning a dict, in another order than its spec lists the outputs."""
+
+    def forward(self, x):
+        logits, energy = super().forward(x)
+        return {"energy": energy, "logits": logits}
+
+
+def build_dict_tiny(store):
+    torch.manual_seed(0)
+    return DictTiny().eval()
+
+
 def build_tiny(store):
     torch.manual_seed(0)
     return Tiny().eval()

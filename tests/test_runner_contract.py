@@ -10,7 +10,7 @@ from infergate.compare import ExactMetrics
 from infergate.environment import cpu_flags
 from infergate.reference import Reference
 from infergate.subject import ModelUnderTest
-from tests.conftest import build_labelled_tiny, make_tiny_spec
+from tests.conftest import build_dict_tiny, build_labelled_tiny, make_tiny_spec
 
 CASES = [(b, p) for b in all_backends().values() for p in b.precisions]
 
@@ -92,6 +92,23 @@ def test_integer_outputs_keep_their_dtype_and_are_judged_exactly(backend, store)
     verdict = reference.judge(outputs, backend.name, "fp32", label=label)
     assert not verdict and verdict.worst == "label"
     assert "first at index (1,)" in str(verdict)
+
+
+@pytest.mark.parametrize("backend", FP32_CPU, ids=[b.name for b in FP32_CPU])
+def test_a_model_returning_a_dict_is_taken_by_name(backend, store, subject):
+    """Its keys come in another order than the spec's outputs; every backend (the ONNX export
+    included) must still give each name its own tensor: the same as the tuple twin's."""
+    if backend.unavailable_reason("fp32"):
+        pytest.skip(backend.unavailable_reason("fp32"))
+    spec = make_tiny_spec(name="dict_tiny", build=build_dict_tiny)
+    feed = subject.inputs(seed=1, batch=3)
+    with backend.prepare(ModelUnderTest(spec, store), "fp32") as runner:
+        got = runner.run(feed)
+    with all_backends()["torch"].prepare(subject, "fp32") as runner:
+        want = runner.run(feed)
+    assert list(got) == ["logits", "energy"]
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
 
 
 def test_initialising_the_runtime_is_optional():

@@ -8,8 +8,9 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from infergate.backends.base import Backend, Runner, RunnerError
+from infergate.backends.base import Backend, Runner
 from infergate.backends.warmup import FEATURES, tiny_feed
+from infergate.model_outputs import named_outputs
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
           "fp64": torch.float64}
@@ -52,29 +53,6 @@ def host_tensor(out: torch.Tensor) -> torch.Tensor:
     """An output numpy can take: half and bfloat16 widened to float32, float64, integers and
     bools kept (see ``base.host_array``)."""
     return out.float() if out.is_floating_point() and out.dtype != torch.float64 else out
-
-
-def named_outputs(label: str, names: tuple[str, ...], outputs) -> dict:
-    """``forward``'s result by the spec's output names: a tuple (or list) of tensors in
-    ``ModelSpec.outputs`` order, or one tensor for a single output; anything else is one
-    clear error (a tensor would otherwise be zipped row by row)."""
-    if isinstance(outputs, torch.Tensor) and len(names) == 1:
-        outputs = (outputs,)
-    if not (isinstance(outputs, tuple | list) and len(outputs) == len(names)
-            and all(isinstance(o, torch.Tensor) for o in outputs)):
-        if isinstance(outputs, torch.Tensor):
-            got = f"one tensor of shape {tuple(outputs.shape)}"
-        elif isinstance(outputs, dict):
-            got = f"a dict with keys {sorted(outputs)}"
-        elif isinstance(outputs, tuple | list):
-            got = f"a {type(outputs).__name__} of {len(outputs)} " \
-                  f"({', '.join(type(o).__name__ for o in outputs)})"
-        else:
-            got = f"a {type(outputs).__name__}"
-        raise RunnerError(f"{label}: the model's forward returned {got}; its ModelSpec declares "
-                          f"outputs {list(names)}: forward must return a tuple of tensors in "
-                          f"that order")
-    return dict(zip(names, outputs, strict=True))
 
 
 class TorchRunner(Runner):

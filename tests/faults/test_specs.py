@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from infergate.backends import RunnerError
-from infergate.backends.torch_eager import named_outputs
+from infergate.model_outputs import named_outputs
 from infergate.models import _load, all_models
 from infergate.spec import SpecError
 
@@ -22,9 +22,11 @@ def test_a_spec_missing_a_field_names_its_file(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(("returned", "got"), [
-    (lambda: {"logits": torch.zeros(2, 3)}, "a dict with keys ['logits']"),
+    (lambda: {"logits": torch.zeros(2, 3)}, "outputs named ['logits']"),
+    (lambda: {"logits": torch.zeros(1), "energy": (torch.zeros(1), torch.zeros(1))},
+     "outputs named ['logits', 'energy.0', 'energy.1']"),
     (lambda: torch.zeros(4, 3), "one tensor of shape (4, 3)"),
-    (lambda: (torch.zeros(1), 3), "a tuple of 2 (Tensor, int)"),
+    (lambda: (torch.zeros(1), 3), "int at '1', not a tensor"),
 ])
 def test_a_forward_that_does_not_return_the_declared_tuple_is_one_clear_error(returned, got):
     with pytest.raises(RunnerError, match=r"m-torch-fp32: the model's forward returned "
@@ -36,6 +38,16 @@ def test_a_forward_that_does_not_return_the_declared_tuple_is_one_clear_error(re
 def test_one_tensor_for_one_declared_output_is_taken_as_it():
     out = named_outputs("m", ("logits",), torch.ones(2))
     assert list(out) == ["logits"]
+
+
+def test_a_dict_is_taken_by_name_and_nested_outputs_by_flattened_name():
+    a, b, c = torch.zeros(1), torch.ones(1), torch.full((1,), 2.0)
+    out = named_outputs("m", ("logits", "energy"), {"energy": b, "logits": a})
+    assert list(out) == ["logits", "energy"] and out["logits"] is a
+    out = named_outputs("m", ("logits", "hidden.0", "hidden.1"),
+                        {"logits": a, "hidden": (b, c)})
+    assert out["hidden.1"] is c
+    assert list(named_outputs("m", ("x", "y", "z"), ((a, b), c))) == ["x", "y", "z"]
 
 
 @pytest.mark.parametrize("where", ["build", "make_inputs"])
