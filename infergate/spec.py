@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -119,6 +120,8 @@ class ModelSpec:
             yield "build must be callable"
         if not callable(self.make_inputs):
             yield "make_inputs must be callable"
+        elif isinstance(self.dims, Mapping):
+            yield from self._make_inputs_problems()
         if not self.outputs or not all(isinstance(o, str) for o in self.outputs):
             yield "outputs must be a non-empty tuple of names"
         if self.tier not in TIERS:
@@ -164,6 +167,20 @@ class ModelSpec:
                 yield "timeouts must be a Timeouts"
             else:
                 yield from self.timeouts.problems()
+
+    def _make_inputs_problems(self):
+        """It is called as make_inputs(batch=, seed=, <each other dim>=): a signature that
+        cannot take that fails here, at load, not in every test."""
+        dims = [d for d in self.dims if d != "batch"]
+        try:
+            signature = inspect.signature(self.make_inputs)
+        except (TypeError, ValueError):
+            return  # a builtin or C callable: nothing to check
+        try:
+            signature.bind(batch=1, seed=0, **dict.fromkeys(dims, 1))
+        except TypeError as exc:
+            yield (f"make_inputs{signature} cannot be called as make_inputs(batch=, seed="
+                   f"{''.join(f', {d}=' for d in dims)}): {exc}")
 
     def default_dims(self) -> dict[str, int]:
         return {name: d.default for name, d in self.dims.items() if name != "batch"}

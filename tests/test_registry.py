@@ -28,6 +28,9 @@ def test_registry_has_the_issue_models():
     ({"tolerances": {"int8": Override(reason=" ")}}, "with a reason"),
     ({"tolerances": {"int4": Override(reason="x")}}, "unknown precision"),
     ({"tolerances": {"int8": Override(reason="x", max_mismatch=2)}}, "fraction of elements"),
+    ({"make_inputs": lambda n, seed: {}}, "cannot be called as make_inputs(batch=, seed=)"),
+    ({"make_inputs": lambda batch, seed: {}, "dims": {"batch": Dim(1, 2, 1), "seq": Dim(1, 2, 1)},
+      "dynamic_axes": {}}, "make_inputs(batch=, seed=, seq=): got an unexpected keyword"),
     ({"known_failures": {("ort_cpu", "fp16"): ""}}, "needs a reason"),
     ({"known_failures": {"ort_cpu": "x"}}, "(backend, precision)"),
 ])
