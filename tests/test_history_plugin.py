@@ -38,9 +38,11 @@ def test_the_gate_fails_the_run_and_names_the_step(project, tmp_path, monkeypatc
         return changes.Alarm(step, 1.0, -7.5)
 
     monkeypatch.setattr(changes, "alarm", planted)
-    result, _ = project(*ARGS, "--infergate-history", url, "--infergate-history-gate", "5")
+    result, _ = project(*ARGS, "--infergate-history", url, "--infergate-history-gate", "5",
+                        "--infergate-history-figures", "cosine,p50_ms")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert seen and all(t == 5.0 and key[2] == "mlp-torch-fp32" for key, t in seen)
+    assert {key[3] for key, _ in seen} == {"cosine"}  # the figures asked for that it has
     result.stdout.fnmatch_lines([
         "*regression step mlp-torch-fp32 cosine on *: -7.5 % * (commit abc1234567)*",
         "*series opened a regression step beyond 5 % (--infergate-history-gate): exit status 1"])
@@ -51,6 +53,9 @@ def test_gate_without_history_and_a_newer_database_are_usage_errors(project, tmp
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--infergate-history-gate needs --infergate-history*"])
     url = f"sqlite:///{tmp_path / 'h.db'}"
+    result, _ = project(*ARGS, "--infergate-history", url, "--infergate-history-figures", "ms")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--infergate-history-figures: unknown ms; valid: p50_ms,*"])
     with Store.open(url) as store, store.transaction() as c:
         c.execute(meta.update().values(value="2"))
     result, data = project(*ARGS, "--infergate-history", url)
