@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from infergate.backends.base import RunnerError
-
 
 def flatten_outputs(outputs, prefix: str = "") -> list[tuple[str, object]]:
     """``forward``'s result as (name, leaf) pairs in the order torch's exporters flatten it:
@@ -47,6 +45,8 @@ def named_outputs(label: str, names: tuple[str, ...], outputs) -> dict:
         got = f"outputs named {[n for n, _ in leaves]}"
     else:
         got = f"a {type(outputs).__name__} of {len(leaves)} tensors"
+    from infergate.backends.base import RunnerError  # the backends package imports this one
+
     raise RunnerError(f"{label}: the model's forward returned {got}; its ModelSpec declares "
                       f"outputs {list(names)}: forward must return one tensor, a tuple of "
                       f"tensors in that order, or a dict with exactly those names (nested "
