@@ -118,6 +118,7 @@ class OrtGpuRunner(DeviceFigures, OrtRunner):
     def activate_impl(self):
         import torch
 
+        # A stream of its own: ONNX Runtime reads 0 (torch's default stream) as "none given".
         self._stream = torch.cuda.Stream()
         self.providers = with_compute_stream(self.providers, self._stream.cuda_stream)
         super().activate_impl()
