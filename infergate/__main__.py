@@ -1,7 +1,8 @@
 """``python -m infergate report RESULTS.json [...] --out DIR``: re-render or merge reports.
 ``python -m infergate baselines diff CANDIDATE.json``: what a baseline update would change.
 ``python -m infergate baselines migrate OLD.json --cpuinfo FILE``: re-key an old baseline.
-``python -m infergate history ingest|changes``: the run history (infergate/history/cli.py)."""
+``python -m infergate history ingest|changes|report``: the run history (infergate/history/cli.py).
+``python -m infergate compare RUN_A RUN_B``: two runs side by side."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="/proc/cpuinfo (first processor block) of the machine it was "
                               "taken on")
     history_cli.add_parser(commands)
+    history_cli.add_compare_parser(commands)
     return parser
 
 
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "history":
         return history_cli.run(args)
+    if args.command == "compare":
+        return history_cli.compare(args)
     if args.command == "baselines" and args.baselines_command == "migrate":
         return baselines_migrate(args.old, args.cpuinfo)
     if args.command == "baselines":

@@ -3,6 +3,7 @@ rendered by headless Chromium."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -61,3 +62,26 @@ def test_history_page_renders_in_chromium(history, tmp_path):
     dom = chromium("--dump-dom", (tmp_path / "history.html").as_uri())
     assert 'data-ready="1"' in dom
     assert dom.count('<svg class="trend"') == 5 + 5  # both machines, every figure
+
+
+def test_compare_two_runs_side_by_side(history, tmp_path, capsys):
+    """Run 10 (before the latency step) against run 16 (after it, accuracy broken)."""
+    assert main(["compare", "10", "16", "--url", history]) == 0
+    md = capsys.readouterr().out
+    assert "3 with another outcome" not in md and "1 with another outcome" in md
+    rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines()
+            if line.startswith("| test_")}
+    assert "✅ passed | ❌ failed | cosine | 0.9999 | 0.98 | -1.99 %" in rows["test_equivalence"]
+    assert re.search(r"normalised \| [\d.]+ \| [\d.]+ \| \+[45]\.\d+ %", rows["test_latency"])
+    assert main(["compare", "10", str(tmp_path / "none.json"), "--url", history]) == 2
+    assert "none.json: no such file" in capsys.readouterr().err
+    assert main(["compare", "10", "99", "--url", history, "--out", str(tmp_path)]) == 2
+    assert "no run 99" in capsys.readouterr().err
+    assert main(["compare", "1", "16", "--url", history, "--out", str(tmp_path)]) == 0
+    assert "<table>" in (tmp_path / "compare.html").read_text()
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(document(0, p50=10.0)))
+    b.write_text(json.dumps(document(1, p50=12.0, outcome="failed")))
+    assert main(["compare", str(a), str(b)]) == 0
+    md = capsys.readouterr().out
+    assert "p50_ms" not in md and "normalised | 30 | 36 | +20.00 %" in md

@@ -105,3 +105,50 @@ def _changes(store, args) -> int:
               f"({c.before:.5g} → {c.after:.5g}) from run {c.run_id}{commit} "
               f"({c.time:%Y-%m-%d %H:%M}), p={c.p_value:.2g}, {kind}")
     return 0
+
+
+def add_compare_parser(commands) -> None:
+    compare = commands.add_parser(
+        "compare", help="two runs side by side: outcomes, key figures, deltas, verdicts",
+        description="Compare run B with run A: each a results.json file or, with --url, a "
+                    "run id of the history. Markdown on stdout; with --out, compare.md and "
+                    "compare.html there.")
+    compare.add_argument("run_a", metavar="RUN_A")
+    compare.add_argument("run_b", metavar="RUN_B")
+    compare.add_argument("--url", default=None,
+                         help="history database for run ids (default: sqlite:///"
+                              ".infergate/history.db)")
+    compare.add_argument("--out", type=Path, default=None, metavar="DIR")
+
+
+def compare(args: argparse.Namespace) -> int:
+    from infergate.history import compare as side_by_side
+    from infergate.history.store import HistoryError, Store, default_url
+    from infergate.report import ReportError, load_results
+
+    store = None
+    try:
+        sides = []
+        for run in (args.run_a, args.run_b):
+            if run.isdigit() and not Path(run).exists():
+                if store is None:
+                    store = Store.open(args.url or default_url())
+                sides.append((f"run {run} of {store.url}",
+                              side_by_side.rows_of_run(store, int(run))))
+            else:
+                sides.append((run, side_by_side.rows_of_document(load_results(Path(run)))))
+    except (ReportError, HistoryError, ValueError) as exc:
+        print(f"python -m infergate compare: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if store is not None:
+            store.close()
+    (name_a, a), (name_b, b) = sides
+    rows = side_by_side.compare(a, b)
+    if args.out:
+        for path in side_by_side.write(args.out, rows, name_a, name_b):
+            print(path)
+    else:
+        print(side_by_side.render_markdown(rows, name_a, name_b), end="")
+    return 0
+
