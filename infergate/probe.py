@@ -8,6 +8,7 @@ samples, cold-start times and peak memory. Progress goes to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib
 import json
@@ -313,6 +314,13 @@ class NvmlPhases:
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self.figures: dict[str, float] = {}
+        if enabled:
+            # NVML is reference-counted: held open here, each reading's init/shutdown pair
+            # is a count, not a library start whose host memory the model would be charged.
+            with contextlib.suppress(Exception):
+                import pynvml
+
+                pynvml.nvmlInit()
 
     def read(self, phase: str) -> None:
         if self.enabled:

@@ -180,11 +180,15 @@ def test_nvml_phases_read_only_for_gpu_backends(monkeypatch):
     me = os.getpid()
     fake, calls = fake_nvml([(me, 640 * MB)])
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    off, on = probe.NvmlPhases(enabled=False), probe.NvmlPhases(enabled=True)
+    off = probe.NvmlPhases(enabled=False)
     off.read("runtime")
     assert off.figures == {} and calls == []
+    on = probe.NvmlPhases(enabled=True)
+    assert calls == ["nvmlInit"]  # held open for the probe's life
     on.read("runtime")
     assert on.figures == {"runtime": 640.0}
+    # each reading's own init is balanced; the held one stays open
+    assert calls.count("nvmlInit") == calls.count("nvmlShutdown") + 1
 
 
 @pytest.mark.parametrize("nvml,allocator,expected", [
