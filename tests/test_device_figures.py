@@ -375,3 +375,16 @@ def test_device_tests_are_generated_for_cuda_backends_only():
     assert backends == expected, backends
     assert "test_device_time[mlp-tensorrt-fp8]" in out.stdout
     assert "test_device_memory[mlp-torch_cuda-bf16]" in out.stdout
+
+
+def test_every_gpu_runner_gives_device_figures_and_states_its_synchronisation():
+    from infergate.backends.ort_gpu import OrtGpuRunner
+    from infergate.backends.tensorrt_runner import TensorRtRunner
+    from infergate.backends.torch_compile import CompiledCudaRunner
+    from infergate.backends.torch_cuda import TorchCudaRunner
+
+    for runner in (TorchCudaRunner, CompiledCudaRunner, OrtGpuRunner, TensorRtRunner):
+        assert issubclass(runner, DeviceFigures), runner
+        assert "device time brackets" in runner.synchronization, runner  # what it holds
+    assert TorchCudaRunner.allocator_figure == "cuda_max_allocated_mb"
+    assert OrtGpuRunner.allocator_figure is None  # no arena statistics in ORT's Python API
