@@ -35,7 +35,7 @@ def test_dry_run_skips_everything_with_reasons_and_writes_the_table(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     document = json.loads((tmp_path / "gpu-check.json").read_text())
-    assert [s["stage"] for s in document["stages"]] == ["accuracy", "performance"]
+    assert [s["stage"] for s in document["stages"]] == ["dry-run"]
     assert all(s["returncode"] == 0 and not s["timed_out"] for s in document["stages"])
     results = document["results"]
     assert results and {r["outcome"] for r in results} == {"skipped"}
@@ -47,7 +47,7 @@ def test_dry_run_skips_everything_with_reasons_and_writes_the_table(tmp_path):
     assert "Nothing ran on a GPU here." in table
     assert "torch_cuda: no CUDA device" in table
     assert "torch_compile: INFERGATE_TORCH_COMPILE_DEVICE=cuda but no CUDA device" in table
-    assert (tmp_path / "accuracy" / "junit.xml").exists()
+    assert (tmp_path / "dry-run" / "junit.xml").exists()
 
 
 def test_every_registered_model_says_what_it_needs():
@@ -79,6 +79,11 @@ def test_stages_compile_only_the_small_models_and_measure_fewer(tmp_path):
         assert command[command.index("--precisions") + 1] == "fp32,fp16,bf16"
         assert command[command.index("--reports-dir") + 1].startswith(str(tmp_path))
     assert gpu_check.stage_commands([], tmp_path) == []
+    # no CUDA device: one pytest run of every test file, the same models and deselection
+    (dry,) = gpu_check.stage_commands(["mlp", "resnet50"], tmp_path, dry_run=True)
+    assert dry[0] == "dry-run"
+    assert set(gpu_check.ACCURACY_TESTS + gpu_check.PERFORMANCE_TESTS) <= set(dry[1])
+    assert dry[1][dry[1].index("-k") + 1] == "not (resnet50-torch_compile)"
     (only,) = gpu_check.stage_commands(["mlp"], tmp_path)[:1]
     assert "-k" not in only[1]
 
