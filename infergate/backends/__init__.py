@@ -12,6 +12,8 @@ from infergate.backends.tensorrt_runner import TensorRt
 from infergate.backends.torch_compile import TorchCompile
 from infergate.backends.torch_cuda import TorchCuda
 from infergate.backends.torch_eager import TorchEager
+from infergate.backends.torch_export import TorchExport
+from infergate.backends.torch_jit import TorchJit
 
 __all__ = ["Backend", "Runner", "RunnerError", "all_backends"]
 
@@ -23,6 +25,8 @@ def all_backends() -> dict[str, Backend]:
         TorchCompile(),
         OrtCpu(),
         OpenVinoCpu(),
+        TorchJit(),
+        TorchExport(),
         TorchCuda(),
         OrtCuda(),
         OrtTrt(),

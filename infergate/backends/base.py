@@ -97,6 +97,7 @@ class Backend:
     """One inference backend. Subclasses set the class attributes and implement ``prepare``."""
 
     name: str = ""
+    description: str = ""  # one line for the README and the reports (what it runs, caveats)
     device: str = "cpu"
     precisions: tuple[str, ...] = ()
     tier: str = "smoke"  # the cheapest tier this backend runs in
@@ -105,6 +106,7 @@ class Backend:
     # Instructions an inference's count can move between processes of unchanged code, whatever
     # the model (allocator state): the instruction gate's least uncertainty for this backend.
     count_scatter: int = 0
+    uncountable: str = ""  # why its instruction count cannot judge it, "" where it can
     count_scatter_by_precision: dict[str, int] = {}  # where one precision was measured apart
 
     def scatter(self, precision: str) -> int:
