@@ -88,7 +88,7 @@ def _read_exactly(stream, size: int) -> bytes | None:
 
 class Worker:
     """One child process serving the ``_Server``'s requests (build, open, activate, run,
-    close)."""
+    close, localise)."""
 
     def __init__(self):
         # The worker imports what this process can (a user's model module included).
@@ -234,6 +234,15 @@ class WorkerPool:
             self._workers.popitem(last=False)[1].close()
         return worker
 
+    def borrow(self) -> Worker:
+        """A worker for one job, outside the pool (the caller closes it): the spare, started
+        ahead, and a new spare in its place."""
+        worker, self._spare = self._spare, None
+        if worker is None or not worker.alive:
+            worker = Worker()
+        self._spare = Worker()
+        return worker
+
     def close(self) -> None:
         workers = [*self._workers.values(), *([self._spare] if self._spare else [])]
         self._workers.clear()
@@ -319,6 +328,28 @@ class IsolatedRunner(Runner):
         self._handle = None
 
 
+def localise_in_worker(pool: WorkerPool, subject, backend, precision: str, feed,
+                       limit_s: float, label: str):
+    """``infergate.localise.localise`` in a worker of its own (the pool's spare), closed
+    after: a crash or hang there costs the localisation (its note says so), never the test's
+    verdict or the combination's worker, whose runner is still open."""
+    from infergate.localise import Localisation, not_available
+
+    unavailable = not_available(backend, label)
+    if unavailable:  # said without a worker
+        return unavailable
+    worker = pool.borrow()
+    try:
+        return worker.call("localise", label, "localisation", limit_s, feed=dict(feed),
+                           **combination(subject, backend, precision))
+    except ChildFailure as exc:
+        return Localisation.failed(label, f"{exc.status} during {exc.step}: {exc.detail}")
+    except WorkerError as exc:
+        return Localisation.failed(label, str(exc).split("\nin the worker:", 1)[0])
+    finally:
+        worker.close()
+
+
 def prepare_in_worker(pool: WorkerPool, subject, backend, precision: str, limits: Limits,
                       label: str) -> None:
     """Build the combination's artifacts (export, quantization, compile caches) in a worker,
@@ -368,6 +399,10 @@ class _Server:
         return self.runners[handle].activate().settings
 
     def _prepared(self, spec, backend, precision, cache_dir, fingerprint) -> Runner:
+        return find_backend(*backend).prepare(self._subject(spec, cache_dir, fingerprint),
+                                              precision)
+
+    def _subject(self, spec, cache_dir, fingerprint):
         from infergate.artifacts import ArtifactStore
         from infergate.subject import ModelUnderTest
 
@@ -375,7 +410,13 @@ class _Server:
         if key not in self.subjects:  # built once: its torch module and exports are reused
             self.subjects[key] = ModelUnderTest(find_spec(*spec), ArtifactStore(Path(cache_dir)),
                                                 fingerprint=fingerprint)
-        return find_backend(*backend).prepare(self.subjects[key], precision)
+        return self.subjects[key]
+
+    def localise(self, spec, backend, precision, cache_dir, fingerprint, feed):
+        from infergate.localise import localise
+
+        return localise(self._subject(spec, cache_dir, fingerprint), find_backend(*backend),
+                        precision, feed)
 
     def build(self, **combination) -> None:
         self._prepared(**combination)  # the artifacts stay in the cache; nothing activated

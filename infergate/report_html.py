@@ -352,6 +352,35 @@ def _without_messages(entry: dict) -> dict:
     return raw
 
 
+def _localisation_svg(entry: dict, width: int = 640, height: int = 150) -> str:
+    """Error against PyTorch eager vs depth (``localisation.layers``, infergate.localise), log
+    scale: the curve of where a combination went wrong, its first divergent layer in red."""
+    found = entry.get("localisation") or {}
+    layers = [(m, float(e)) for m, _, e in found.get("layers") or () if e is not None]
+    axis = Axis.fit([e for _, e in layers] + [found.get("limit")], log=True)
+    if len(layers) < 2 or axis is None:
+        return ""
+    first = (found.get("first") or {}).get("module")
+    x = lambda i: 50 + i * (width - 60) / (len(layers) - 1)  # noqa: E731
+    y = lambda v: 10 + (1 - axis.frac(v)) * (height - 30)  # noqa: E731
+    ticks = "".join(f'<text x="46" y="{y(t) + 4:.1f}" text-anchor="end">'
+                    f"{_tick_label(t, True)}</text>" for t in axis.ticks())
+    limit = found.get("limit")
+    line = (f'<line x1="50" x2="{width - 10}" y1="{y(limit):.1f}" y2="{y(limit):.1f}" '
+            f'stroke="#c62828" stroke-dasharray="3,2"><title>limit {limit:.3g}</title></line>'
+            if limit else "")
+    path = " ".join(f"{x(i):.1f},{y(e):.1f}" for i, (_, e) in enumerate(layers))
+    dots = "".join(f'<circle cx="{x(i):.1f}" cy="{y(e):.1f}" r="{5 if m == first else 2.5}" '
+                   f'fill="{"#c62828" if m == first else SERIES[0]}"><title>{_e(m)}: '
+                   f"{e:.2g}</title></circle>" for i, (m, e) in enumerate(layers))
+    return (f'<svg class="localisation" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+            f'height="{height}" role="img" aria-label="rel RMSE vs eager by layer">{ticks}'
+            f'{line}<polyline points="{path}" fill="none" stroke="{SERIES[0]}"/>{dots}'
+            f'<text x="50" y="{height - 4}">layer (execution order) -&gt; rel RMSE vs '
+            f"PyTorch eager fp32{_e(f'; first divergent: {first}' if first else '')}</text>"
+            "</svg>")
+
+
 def _details(entry: dict, anchor: Anchors) -> str:
     outcome = entry.get("outcome", "")
     messages = [entry.get("reason", ""), entry.get("perf_message", "")] + [
@@ -370,6 +399,7 @@ def _details(entry: dict, anchor: Anchors) -> str:
             f'{" open" if outcome in BROKEN else ""}>'
             f"<summary>{_e(LABELS.get(outcome, '?'))} {_e(entry['test'])}[{_e(entry['id'])}]"
             f"{_e(where)} — {_e(outcome)}</summary><pre>{_e(text)}</pre>"
+            f"{_localisation_svg(entry)}"
             f"<details><summary>raw entry</summary><pre>{_e(raw)}</pre></details></details>")
 
 
