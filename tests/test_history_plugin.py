@@ -16,7 +16,7 @@ def test_each_session_is_one_run_in_the_history(project, tmp_path):
     for _ in range(2):
         result, data = project(*ARGS, "--infergate-history", url)
         assert result.ret == 0
-        result.stdout.fnmatch_lines([f"infergate: run ingested into {url}"])
+        result.stdout.fnmatch_lines([f"infergate: run * (*, 1 results) added in {url}"])
     assert data["run"]["id"]  # the session id keys the run
     with Store.open(url) as store, store.transaction() as c:
         stored = c.execute(sa.select(runs.c.machine_id, runs.c.status)).all()
@@ -61,3 +61,16 @@ def test_gate_without_history_and_a_newer_database_are_usage_errors(project, tmp
     result, data = project(*ARGS, "--infergate-history", url)
     assert result.ret == pytest.ExitCode.USAGE_ERROR and data is None
     result.stderr.fnmatch_lines(["*--infergate-history: *schema version 2, newer than*"])
+
+
+def test_a_failed_ingest_is_one_line_and_exit_status_6(project, tmp_path, monkeypatch):
+    from infergate.history import ingest
+    from infergate.history.store import HistoryError
+
+    def unreachable(*args, **kw):
+        raise HistoryError("history database postgresql+psycopg://ci@db/x: connection refused")
+
+    monkeypatch.setattr(ingest, "ingest", unreachable)
+    result, data = project(*ARGS, "--infergate-history", f"sqlite:///{tmp_path / 'h.db'}")
+    assert result.ret == 6 and data["run"]["complete"]  # the reports were still written
+    result.stdout.fnmatch_lines(["*could not write the history (*): *connection refused*"])
