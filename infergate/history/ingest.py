@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from infergate.history.store import FIGURES, Store, results, runs
+from infergate.history.store import Store, results, runs
 from infergate.report_view import machine_label, number
 
 REASON_CHARS = 4000  # a crash's stderr tail is enough to recognise it; the report keeps all
@@ -147,5 +147,3 @@ def ingest(store: Store, document: dict, source: str) -> list[Ingested]:
                              existing is not None))
     return done
 
-
-__all__ = ["FIGURES", "Ingested", "ingest", "result_row", "runs_of"]
