@@ -168,7 +168,8 @@ def controlled_timings(monkeypatch):
         scale, ratio = p50 / latency["p50_ms"], normalised / latency["normalised"]
         for name in _SCALED_MS:
             latency[name] *= scale
-        latency["samples_ms"] = [s * scale for s in latency["samples_ms"]]
+        for series in ("samples_ms", "block_means_ms"):
+            latency[series] = [s * scale for s in latency[series]]
         latency["throughput_per_s"] /= scale
         latency["normalised_samples"] = [r * ratio for r in latency["normalised_samples"]]
         latency.update(p50_ms=p50, normalised=normalised)

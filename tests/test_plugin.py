@@ -1,7 +1,10 @@
 """The pytest plugin end to end, in a scratch project: options, ids, outcomes, results.json."""
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -97,19 +100,36 @@ def test_performance_gate_end_to_end(project, pytester, controlled_timings):
     entry = json.loads(stored[0].read_text())["entries"]["mlp/ort_cpu/fp32"]
     assert len(entry["latency"]["processes"]) == 5
 
-    # Unchanged code passes, judged (its p50 is over the default 1 ms floor).
-    result, data = project(*select, tests=perf_tests)
+    # Unchanged code passes, judged (its p50 is over the default 1 ms floor). pytest-benchmark
+    # gets the probe's figures too, through its public API, and its own CLI compares runs.
+    timed = [a for a in select if a != "--benchmark-disable"]
+    runs = [pytester.path / f"benchmark-{n}.json" for n in ("unchanged", "slowed")]
+    result, data = project(*timed, f"--benchmark-json={runs[0]}", tests=perf_tests)
     result.assert_outcomes(passed=2)
     latency = next(r for r in data["results"] if r["test"] == "test_latency")
     assert latency["latency"]["verdict"] == "pass", latency["perf_message"]
+    measured = latency["latency"]
 
-    result, data = project(*select, "--perf-slowdown", "0.6", tests=("test_latency.py",))
+    result, data = project(*timed, "--perf-slowdown", "0.6", f"--benchmark-json={runs[1]}",
+                           tests=("test_latency.py",))
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*mlp-ort_cpu-fp32 normalised p50 +*% CI +*p=*threshold 30 %*"
                                  "(3 fresh processes vs 5 in the baseline)*"])
     latency = data["results"][0]["latency"]
     assert latency["verdict"] == "regressed"
     assert latency["normalised_delta_pct"] == pytest.approx(60, abs=2)
+    (unchanged,), (slowed,) = (json.loads(run.read_text())["benchmarks"] for run in runs)
+    assert unchanged["params"] == {"combo": "mlp-ort_cpu-fp32"}
+    assert unchanged["options"]["timer"] == "infergate.replay"
+    # One round per measured block of `loops` calls, as pytest-benchmark times fast code.
+    stats = unchanged["stats"]
+    assert (stats["rounds"], stats["iterations"]) == (len(measured["samples_ms"]),
+                                                      measured["loops"])
+    assert unchanged["extra_info"]["p50_ms"] == pytest.approx(2.0)  # the controlled p50
+    assert slowed["extra_info"]["p50_ms"] == pytest.approx(3.2, rel=0.02)
+    compared = subprocess.run([Path(sys.executable).parent / "pytest-benchmark", "compare",
+                               *map(str, runs)], capture_output=True, text=True, check=True)
+    assert compared.stdout.count("test_latency[mlp-ort_cpu-fp32]") == 2, compared.stdout
 
     # The smoke tier's default reports wall time without gating it: a skip with the verdict.
     reported = [a for a in select if a not in ("--perf-wall-time", "gate")]

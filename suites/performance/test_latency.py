@@ -2,15 +2,15 @@
 
 import pytest
 
-from fixtures.performance import feed_benchmark
+from fixtures.performance import REPLAY, feed_benchmark
 from infergate import baselines
 
-pytestmark = pytest.mark.matrix(performance=True)
+pytestmark = [pytest.mark.matrix(performance=True), pytest.mark.benchmark(timer=REPLAY)]
 
 
 def test_latency(combo, measurement, perf, counts, benchmark, record):
-    latency = measurement["latency"]
-    feed_benchmark(benchmark, latency["samples_ms"], {
+    latency = dict(measurement["latency"])
+    feed_benchmark(benchmark, {"block_means_ms": latency.pop("block_means_ms"), **latency}, {
         **{k: latency[k] for k in ("p50_ms", "p90_ms", "p99_ms", "cov", "normalised",
                                    "calibration_p50_ms", "throughput_per_s")},
         **{k: measurement["memory"].get(k) for k in baselines.MEMORY_FIGURES},
