@@ -118,16 +118,21 @@ def test_other_backends_say_localisation_is_not_available(store):
 
 
 def test_a_failure_in_the_worker_is_a_line_not_an_exception(store, tiny_spec):
-    # The worker cannot find a spec that is not at a module's top level: it raises there.
+    ort = all_backends()["ort_cpu"]
     pool = WorkerPool()
     try:
-        found = localise_in_worker(pool, ModelUnderTest(tiny_spec, store),
-                                   all_backends()["ort_cpu"], "fp32", {}, limit_s=60,
-                                   label="tiny-ort_cpu-fp32")
+        # The worker cannot find a spec that is not at a module's top level: it raises there.
+        raised = localise_in_worker(pool, ModelUnderTest(tiny_spec, store), ort, "fp32", {},
+                                    limit_s=60, label="tiny-ort_cpu-fp32")
+        # A worker past its limit is killed: the same as one that crashed.
+        killed = localise_in_worker(pool, ModelUnderTest(planted.CLEAN, store), ort, "fp32",
+                                    {}, limit_s=0.01, label="clean-ort_cpu-fp32")
     finally:
         pool.close()
-    assert found.note.startswith("localisation failed: tiny-ort_cpu-fp32: localisation raised "
-                                 "LookupError: no ModelSpec named 'tiny'")
+    assert raised.note.startswith("localisation failed: tiny-ort_cpu-fp32: localisation raised "
+                                  "LookupError: no ModelSpec named 'tiny'")
+    assert killed.note.startswith("localisation failed: timeout during localisation: no answer "
+                                  "within its limit of 0.01 s; the worker was killed")
 
 
 PLANTED = {s.name: s for s in (planted.EXPORT_SCALE, planted.COMPILE_SCALE)}
