@@ -54,7 +54,8 @@ class BaselineError(ValueError):
     """A baseline file that cannot be used; the message names the file."""
 
 
-RETAKE = ("fix or delete it, or re-take it with `pytest suites/performance --update-baselines` "
+RETAKE = ("fix or delete it, or re-take it with `pytest suites/performance "
+          "--infergate-update-baselines` "
           "(an update moves an unreadable file aside and drops bad entries)")
 
 
@@ -285,7 +286,8 @@ def device_entry(processes: list[dict]) -> dict | None:
 
 @dataclass(frozen=True)
 class PerfVerdict:
-    """Truthy unless regressed (or insufficient under --perf-strict); str() is the message."""
+    """Truthy unless regressed (or insufficient under --infergate-perf-strict); str() is the
+    message."""
 
     label: str
     status: str  # pass | regressed | improved | insufficient | no-baseline
@@ -433,7 +435,7 @@ def judge_latency(label: str, current: list[dict], baseline: dict, *, threshold:
         return PerfVerdict(label, "insufficient",
                            f"{label} insufficient: the baseline's normalised figures were taken "
                            f"with another calibration workload ({' vs '.join(map(str, yardstick))}"
-                           f"); re-take the baseline with --update-baselines", {}, strict)
+                           f"); re-take the baseline with --infergate-update-baselines", {}, strict)
     checks = {name: compare(name, [c[FIGURES[name]] for c in current],
                             [p[FIGURES[name]] for p in old_processes],
                             priors.get(name, Spread(0.0, 0)), run_spread)
@@ -561,7 +563,7 @@ def outdated_memory_note(label: str, baseline: dict) -> str | None:
     held = f" (it holds only peak RSS above the post-import state, {old:.1f} MB)" if old else ""
     return (f"{label}: the baseline entry predates the model-memory figure{held}, which also "
             f"counts the runtime's host-dependent start-up: not compared. Re-take it on this "
-            f"machine type with `pytest suites/performance --update-baselines`.")
+            f"machine type with `pytest suites/performance --infergate-update-baselines`.")
 
 
 def judge_memory(label: str, measured: dict, baseline: dict, *, threshold: float = 0.10,
@@ -690,7 +692,7 @@ def judge_device_time(label: str, current_ms: list[float], baseline: dict, *,
         return PerfVerdict(label, NO_DEVICE_BASELINE,
                            f"{label}: the baseline entry has no device time (taken before "
                            f"device figures, or on another backend version); re-take it with "
-                           f"`pytest suites/performance --update-baselines`", {}, strict)
+                           f"`pytest suites/performance --infergate-update-baselines`", {}, strict)
     c = compare("device", current_ms, old["processes"], prior, run_spread)
     limit = 1 + threshold
     p = c.p_faster if c.delta_pct < 0 else c.p_slower
@@ -729,7 +731,7 @@ def judge_device_memory(label: str, measured: dict, baseline: dict, *,
                            f"{label}: no device memory figure in both the baseline entry "
                            f"({', '.join(old) or 'none'}) and this measurement "
                            f"({', '.join(now) or 'none'}); re-take the baseline with "
-                           f"`pytest suites/performance --update-baselines`", figures)
+                           f"`pytest suites/performance --infergate-update-baselines`", figures)
     parts, regressed, improved = [], [], []
     for name in shared:
         new, was = measured[name], old[name]

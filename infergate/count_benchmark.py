@@ -4,7 +4,8 @@
         --aa 10 --slowdowns 0.02,0.05 --repeats 4 --out docs/count-benchmark.json
 
 For each combination: a baseline of ``instructions.BASELINE_PROCESSES`` processes (as
-``--update-baselines`` takes it), then ``--aa`` verdicts on unchanged code and ``--repeats``
+``--infergate-update-baselines`` takes it), then ``--aa`` verdicts on unchanged code and
+``--repeats``
 verdicts per injected slowdown (real work, sized in instructions: ``infergate.injected``).
 Each verdict follows the suite's flow: one process, confirmed by more when it moved
 (``--no-confirm``: the first process only). Counts do not depend on load, so every process

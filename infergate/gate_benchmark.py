@@ -3,7 +3,7 @@
     python -m infergate.gate_benchmark --combos minilm_short-ort_cpu-fp32,minilm_short-openvino-int8
 
 For each combination: a baseline of ``--baseline-processes`` fresh processes taken in rounds
-(as ``--update-baselines`` does), then ``--repeats`` rounds, each with one unchanged (A/A)
+(as ``--infergate-update-baselines`` does), then ``--repeats`` rounds, each with one unchanged (A/A)
 verdict and one per injected slowdown, interleaved so machine drift hits both alike. Each
 verdict follows the suite's flow: one process, and up to four more while it is regressed or
 undecided. Every verdict is also compared with a fixed "median +10 %" comparison of the
@@ -113,7 +113,8 @@ def gate_runs(combos: list[str], store: ArtifactStore, args) -> dict:
 
 def ab_runs(subjects: dict, probe, store: ArtifactStore, args) -> dict:
     """A/B mode (--against): every verdict measures the revision and this tree alternately,
-    as ``pytest --perf-against`` does, from scratch: nothing is shared between verdicts."""
+    as ``pytest --infergate-perf-against`` does, from scratch: nothing is shared between
+    verdicts."""
     ref = checkout(args.against, store.root)
     fingerprints = {c: prepare(ref, s.spec.name, b.name, p) for c, (s, b, p) in subjects.items()}
 
@@ -215,17 +216,18 @@ def main(argv=None) -> int:
     parser.add_argument("--overhead-combo", default="mlp-ort_cpu-fp32")
     parser.add_argument("--baseline-processes", type=int, default=5)
     parser.add_argument("--confirm", type=int, default=None,
-                        help=f"as the suite's --perf-confirm (default {CONFIRM}; "
+                        help=f"as the suite's --infergate-perf-confirm (default {CONFIRM}; "
                              f"{CONFIRM_AB} with --against)")
     parser.add_argument("--against", metavar="REV",
                         help="A/B mode: judge against git revision REV measured alternately, "
-                             "as pytest's --perf-against (HEAD gives the A/A of a clean tree)")
+                             "as pytest's --infergate-perf-against (HEAD gives the A/A of a "
+                             "clean tree)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--slowdowns", type=lambda s: [float(x) for x in s.split(",")],
                         default=[0.10, 0.20])
     parser.add_argument("--threshold", type=float, default=0.10)
     parser.add_argument("--run-spread", type=float, default=0.03,
-                        help="as the suite's --perf-run-spread (default 0.03)")
+                        help="as the suite's --infergate-perf-run-spread (default 0.03)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--min-time", type=float, default=2.0)
     parser.add_argument("--cache-dir", default=".cache/infergate")

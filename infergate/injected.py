@@ -1,4 +1,5 @@
-"""Real work injected after every inference (``--perf-slowdown``, the gate's own benchmark).
+"""Real work injected after every inference (``--infergate-perf-slowdown``, the gate's own
+benchmark).
 
 A sleep or a spin on the clock shows in wall time only; the gate also judges instruction
 counts, so the injected work is compute - float32 GEMMs through numpy's BLAS, the kind of

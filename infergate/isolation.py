@@ -378,7 +378,7 @@ def find_spec(module: str, name: str):
     if not found:
         raise LookupError(f"no ModelSpec named {name!r} at the top level of module {module!r}: "
                           f"a worker process finds a spec by its module, so define it there "
-                          f"(or run with --isolation off)")
+                          f"(or run with --infergate-isolation off)")
     return found[0]
 
 

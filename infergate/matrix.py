@@ -11,7 +11,8 @@ from infergate.spec import ModelSpec
 
 
 class SelectionError(ValueError):
-    """An unknown name in --models/--backends/--precisions/--tier."""
+    """An unknown name in --infergate-models, --infergate-backends, --infergate-precisions or
+    --infergate-tier."""
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,10 @@ class Selection:
             return chosen
 
         if tier not in ("smoke", "full"):
-            raise SelectionError(f"--tier: unknown {tier!r}; valid: smoke, full")
-        return cls(names("--models", models, list(all_models())),
-                   names("--backends", backends, list(all_backends())),
-                   names("--precisions", precisions, list(PRECISIONS)), tier)
+            raise SelectionError(f"--infergate-tier: unknown {tier!r}; valid: smoke, full")
+        return cls(names("--infergate-models", models, list(all_models())),
+                   names("--infergate-backends", backends, list(all_backends())),
+                   names("--infergate-precisions", precisions, list(PRECISIONS)), tier)
 
     def _tier_allows(self, tier: str, explicitly_chosen: bool) -> bool:
         # Naming a full-tier model or backend explicitly is enough to run it.

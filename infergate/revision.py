@@ -53,11 +53,11 @@ def checkout(rev: str, cache_root: Path) -> Checkout:
     """Extract ``rev`` (anything ``git rev-parse`` takes) under ``cache_root``, once per
     commit; the extract appears whole or not at all."""
     if shutil.which("git") is None:
-        raise RevisionError("--perf-against needs git, which is not installed")
+        raise RevisionError("--infergate-perf-against needs git, which is not installed")
     try:
         sha = _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip()
     except RevisionError as exc:
-        raise RevisionError(f"--perf-against {rev!r}: not a commit of this repository "
+        raise RevisionError(f"--infergate-perf-against {rev!r}: not a commit of this repository "
                             f"(fetch it first in a shallow clone)") from exc
     home = Path(cache_root).resolve() / "revisions" / sha
     source = home / "src"
@@ -69,7 +69,8 @@ def checkout(rev: str, cache_root: Path) -> Checkout:
             tar.extractall(tmp, filter="data")
         if not (tmp / "infergate" / "__init__.py").is_file():
             shutil.rmtree(tmp)
-            raise RevisionError(f"--perf-against {rev!r} ({sha[:10]}) has no infergate package")
+            raise RevisionError(f"--infergate-perf-against {rev!r} ({sha[:10]}) has no "
+                                f"infergate package")
         try:
             os.rename(tmp, source)
         except OSError:  # another worker got there first

@@ -95,7 +95,8 @@ def test_an_edit_to_a_helper_the_model_imports_rebuilds_its_export(tmp_path, mon
     (package / "blocks.py").write_text(
         "import torch\n\ndef head(width):\n    return torch.nn.Linear(width, 3)\n")
     (package / "model.py").write_text(
-        "import torch\nfrom infergate.spec import Dim, ModelSpec\nfrom userproj.blocks import head\n"
+        "import torch\nfrom infergate.spec import Dim, ModelSpec\nfrom userproj.blocks import "
+        "head\n"
         "class Net(torch.nn.Module):\n"
         "    def __init__(self):\n        super().__init__()\n        self.head = head(6)\n"
         "    def forward(self, x):\n        return self.head(x)\n"

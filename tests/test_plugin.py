@@ -18,13 +18,28 @@ from infergate.spec import PerfOverride
 def test_unknown_model_is_a_usage_error_listing_valid_names(project):
     result, data = project("--models", "mlp,resnet51")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--models: unknown 'resnet51'; valid: mlp, *resnet50*"])
+    result.stderr.fnmatch_lines(["*--infergate-models: unknown 'resnet51'; valid: mlp, *resnet50*"])
     assert data is None
 
 
+def test_every_option_is_prefixed_and_help_renders(project, pytester):
+    del project  # only its conftest, which loads the plugins
+    result = pytester.runpytest("--help")
+    assert result.ret == 0
+    group = result.stdout.str().split("infergate: model x backend x precision matrix:", 1)[1]
+    group = group.split("\n\n", 1)[0]
+    first_names = [line.split()[0] for line in group.splitlines() if line.startswith("  --")]
+    assert len(first_names) > 20
+    assert all(n.startswith("--infergate-") for n in first_names), first_names
+
+
 def test_ids_outcomes_and_results_json(project):
-    result, data = project("--models", "mlp", "--backends", "torch,ort_cpu",
-                           "--precisions", "fp32,int8", "-v")
+    # --infergate-models, and the unprefixed --backends of earlier releases, said as deprecated.
+    result, data = project("--infergate-models", "mlp", "--backends", "torch,ort_cpu",
+                           "--infergate-precisions", "fp32,int8", "-v")
+    result.stdout.fnmatch_lines(["infergate: --backends is deprecated, use "
+                                 "--infergate-backends*"])
+    assert "--models is deprecated" not in result.stdout.str()
     # torch has no static int8: that combination is not generated at all.
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(["*test_equivalence?mlp-torch-fp32? PASSED*",
@@ -89,7 +104,7 @@ def test_performance_gate_end_to_end(project, pytester, controlled_timings):
     perf_tests = ("test_latency.py", "test_memory.py")
     result, _ = project(*select, tests=perf_tests)
     result.assert_outcomes(skipped=2)
-    result.stdout.fnmatch_lines(["*no baseline for machine*--update-baselines*"])
+    result.stdout.fnmatch_lines(["*no baseline for machine*--infergate-update-baselines*"])
     assert list((pytester.path / "out").glob("baseline-candidate-*.json"))
 
     result, _ = project(*select, "--update-baselines", tests=perf_tests)
@@ -148,7 +163,7 @@ def test_a_b_against_a_revision_end_to_end(project, controlled_timings):
               "--perf-min-time", "0.1", "--perf-confirm", "2", "--benchmark-disable", "-rs")
     result, _ = project(*select, "--perf-against", "no-such-rev", tests=("test_latency.py",))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--perf-against 'no-such-rev': not a commit*"])
+    result.stderr.fnmatch_lines(["*--infergate-perf-against 'no-such-rev': not a commit*"])
 
     # Real timings: the MLP's tens of microseconds are under the default 1 ms floor:
     # reported, not gated, and nothing of HEAD is measured.

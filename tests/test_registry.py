@@ -56,13 +56,14 @@ def test_malformed_spec_error_names_its_file(monkeypatch, tmp_path):
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(SelectionError, match="--models: unknown 'resnet51'.*valid: .*resnet50"):
+    with pytest.raises(SelectionError, match="--infergate-models: unknown 'resnet51'.*"
+                                                "valid: .*resnet50"):
         Selection.parse("mlp,resnet51", None, None, "smoke")
-    with pytest.raises(SelectionError, match="--backends: unknown 'trt'"):
+    with pytest.raises(SelectionError, match="--infergate-backends: unknown 'trt'"):
         Selection.parse(None, "trt", None, "smoke")
-    with pytest.raises(SelectionError, match="--precisions: unknown 'int4'"):
+    with pytest.raises(SelectionError, match="--infergate-precisions: unknown 'int4'"):
         Selection.parse(None, None, "int4", "smoke")
-    with pytest.raises(SelectionError, match="--tier"):
+    with pytest.raises(SelectionError, match="--infergate-tier"):
         Selection.parse(None, None, None, "nightly")
 
 

@@ -116,7 +116,7 @@ class CudaBackend(Backend):
     """A backend that needs an NVIDIA GPU: skipped with a reason where there is none."""
 
     device = "cuda"
-    # GPU runs are the nightly's (`--tier full`); a CPU PR run is spared ~150 skip lines.
+    # GPU runs are the nightly's (`--infergate-tier full`); a CPU PR run is spared ~150 skip lines.
     tier = "full"
     ort_provider: str | None = None  # an ONNX Runtime execution provider it needs
 

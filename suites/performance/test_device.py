@@ -36,7 +36,7 @@ def test_device_time(combo, measurement, perf, record):
     print(verdict.message)
     if not perf.gates_wall_time:
         pytest.skip(f"device time reported, not gated in the {perf.tier} tier "
-                    f"(--perf-wall-time): {verdict.status}: {verdict.message}")
+                    f"(--infergate-perf-wall-time): {verdict.status}: {verdict.message}")
     assert verdict, str(verdict)
 
 

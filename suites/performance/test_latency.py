@@ -40,7 +40,8 @@ def test_latency(combo, measurement, perf, counts, benchmark, record):
            perf_message=verdict.message)
     print(verdict.message)
     if not perf.gates_wall_time:
-        pytest.skip(f"wall time reported, not gated in the {perf.tier} tier (--perf-wall-time): "
+        pytest.skip(f"wall time reported, not gated in the {perf.tier} tier "
+                    f"(--infergate-perf-wall-time): "
                     f"{verdict.status}: {verdict.message}")
     assert verdict, str(verdict)
 

@@ -18,7 +18,7 @@ def test_an_unwritable_reports_folder_is_a_usage_error_before_any_test(project, 
     (pytester.path / "blocker").write_text("a file, not a folder")
     result = pytester.runpytest("--reports-dir=blocker/reports", *ONE, "test_equivalence.py")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--reports-dir: cannot write to *blocker/reports*"])
+    result.stderr.fnmatch_lines(["*--infergate-reports-dir: cannot write to *blocker/reports*"])
 
 
 def test_an_unwritable_baselines_folder_stops_an_update_before_measuring(project, pytester):
@@ -26,7 +26,7 @@ def test_an_unwritable_baselines_folder_stops_an_update_before_measuring(project
     result, _ = project(*ONE, "--update-baselines", "--baselines-dir=blocker/b",
                         tests=("test_memory.py",))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--baselines-dir: cannot write to *blocker/b*"])
+    result.stderr.fnmatch_lines(["*--infergate-baselines-dir: cannot write to *blocker/b*"])
 
 
 def test_a_failed_results_write_costs_neither_the_other_reports_nor_junit(project, pytester):
@@ -107,9 +107,10 @@ def test_a_killed_run_leaves_the_results_it_reached(project, pytester):
 
 
 @pytest.mark.parametrize(("option", "value"), [
-    ("--perf-threshold", "-0.5"), ("--perf-threshold", "nan"), ("--memory-threshold", "-5"),
-    ("--baseline-processes", "0"), ("--perf-threads", "-2"), ("--perf-min-time", "-1"),
-    ("--perf-confirm", "x"),
+    ("--infergate-perf-threshold", "-0.5"), ("--infergate-perf-threshold", "nan"),
+    ("--infergate-memory-threshold", "-5"), ("--infergate-baseline-processes", "0"),
+    ("--infergate-perf-threads", "-2"), ("--infergate-perf-min-time", "-1"),
+    ("--infergate-perf-confirm", "x"),
 ])
 def test_bad_numbers_in_options_are_usage_errors_naming_the_option(pytester, project, option,
                                                                    value):
@@ -146,7 +147,7 @@ def test_a_damaged_baseline_entry_is_an_error_naming_it_and_an_update_drops_it(t
 def test_an_unusable_baseline_file_is_an_error_naming_it(tmp_path, text):
     path = tmp_path / "m.json"
     path.write_text(text)
-    with pytest.raises(BaselineError, match=r"m.json: not .*--update-baselines"):
+    with pytest.raises(BaselineError, match=r"m.json: not .*--infergate-update-baselines"):
         BaselineStore(path).load()
 
 
