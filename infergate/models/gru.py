@@ -42,4 +42,8 @@ SPEC = ModelSpec(
     dynamic_axes={"tokens": {0: "batch", 1: "seq"}},
     tier="smoke",
     uncountable=TOO_SMALL_TO_COUNT,
+    unsupported={("torch_export", p): "torch.export specializes nn.GRU's sequence length to "
+                                      "the example's (16): 'Constraints violated (seq)', so no "
+                                      "package serves the declared seq range (torch 2.13)"
+                 for p in ("fp32", "bf16")},
 )
