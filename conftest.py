@@ -5,6 +5,7 @@ pytest_plugins = [
     "fixtures.matrix",
     "fixtures.results",
     "fixtures.history",
+    "fixtures.shard",
     "fixtures.properties",
     "fixtures.performance",
     "fixtures.instruction_counts",

@@ -81,7 +81,11 @@ def test_concurrent_updates_of_one_baseline_file_lose_nothing(tmp_path):
 def _signalled_run(pytester, signum):
     """The scratch project (``project``) in a real pytest process that gets ``signum`` from
     its second test, after one matrix test passed."""
-    pytester.makepyfile(test_zz_signal=f"import os\ndef test_signal():\n"
+    # A shell without job control starts background commands with SIGINT ignored, and Python
+    # keeps an inherited SIG_IGN: restore the default so Ctrl-C behaves as at a terminal.
+    pytester.makepyfile(test_zz_signal=f"import os, signal\ndef test_signal():\n"
+                                       f"    signal.signal(signal.SIGINT, "
+                                       f"signal.default_int_handler)\n"
                                        f"    os.kill(os.getpid(), {int(signum)})\n")
     return pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "-p", "no:randomly", "--reports-dir=out", *ONE,
