@@ -86,13 +86,7 @@ def entry_problems(entry) -> list[str]:
                 problems.append(f"latency.{figure} must be a finite positive number")
     memory = entry.get("memory")
     if memory is not None:
-        if not isinstance(memory, dict):
-            problems.append("memory must be an object")
-        else:
-            # a model can add nothing measurable above its runtime: 0 MB is a figure
-            problems += [f"memory.{name} must be a finite number >= 0"
-                         for name, value in memory.items()
-                         if not (value == 0 or _positive(value))]
+        problems += _memory_problems("memory", memory)
     counted = entry.get("instructions")
     if counted is not None:
         if not isinstance(counted, dict) or not _positive(counted.get("per_inference")):
@@ -125,12 +119,16 @@ def device_problems(device) -> list[str]:
             problems.append("device.time.p50_ms must be a finite positive number")
     memory = device.get("memory")
     if memory is not None:
-        if not isinstance(memory, dict):
-            problems.append("device.memory must be an object")
-        else:
-            problems += [f"device.memory.{name} must be a finite number >= 0"
-                         for name, value in memory.items() if not (value == 0 or _positive(value))]
+        problems += _memory_problems("device.memory", memory)
     return problems
+
+
+def _memory_problems(where: str, memory) -> list[str]:
+    """MB figures: finite and >= 0 (a model can add nothing measurable above its runtime)."""
+    if not isinstance(memory, dict):
+        return [f"{where} must be an object"]
+    return [f"{where}.{name} must be a finite number >= 0" for name, value in memory.items()
+            if not (value == 0 or _positive(value))]
 
 
 class BaselineStore:
