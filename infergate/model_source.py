@@ -69,7 +69,9 @@ def project_files(*roots: ModuleType) -> list[Path]:
 def source_digest(*objects) -> str:
     """Digest of the project source behind ``objects`` (functions, classes or modules): each
     file's path relative to the first one's folder, and its bytes as they are on disk now."""
-    roots = [o if isinstance(o, ModuleType) else inspect.getmodule(o) for o in objects]
+    # A functools.partial's module is its function's.
+    roots = [o if isinstance(o, ModuleType) else inspect.getmodule(getattr(o, "func", o))
+             for o in objects]
     files = project_files(*(r for r in roots if r is not None))
     h = hashlib.sha256()
     base = files[0].parent if files else Path()
