@@ -53,10 +53,10 @@ def named_outputs(label: str, names: tuple[str, ...], outputs) -> dict:
                       f"levels joined with '.')")
 
 
-def export_order(names: tuple[str, ...], outputs) -> list[str]:
+def export_order(label: str, names: tuple[str, ...], outputs) -> list[str]:
     """The declared names in the order torch's exporters flatten ``outputs`` (a dict's own
     order, where the spec may list them otherwise), checked as ``named_outputs`` checks them."""
-    named_outputs("export", names, outputs)
+    named_outputs(label, names, outputs)
     if _named_by_key(outputs):
         return [name for name, _ in flatten_outputs(outputs)]
     return list(names)

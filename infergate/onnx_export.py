@@ -23,7 +23,7 @@ def dynamic_shapes(spec: ModelSpec, input_names) -> dict:
 def export_onnx(spec: ModelSpec, module: torch.nn.Module, inputs: dict, path: Path) -> None:
     """Export ``module`` to ``path`` (external data beside it for large models)."""
     with torch.inference_mode():  # output names follow forward's own order (a dict's keys)
-        order = export_order(spec.outputs, module(**inputs))
+        order = export_order(f"{spec.name} (ONNX export)", spec.outputs, module(**inputs))
     # The exporter narrates every pass on stdout; keep it out of the test log.
     with contextlib.redirect_stdout(io.StringIO()):
         program = torch.onnx.export(
