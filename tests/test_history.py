@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -191,3 +192,27 @@ def test_concurrent_ingests_lose_nothing(url, tmp_path):
     with Store.open(url) as store:
         assert (count(store, runs), count(store, results)) == (13, 52)
         assert store.schema_version() == 1 and count(store, meta) == 1
+
+
+def test_openers_racing_to_create_one_sqlite_file_all_get_in(tmp_path):
+    """Shards start together on a new file: SQLite refuses the switch to WAL at once, without
+    its busy handler, to whichever comes second (3 of 200 openers here before the retry)."""
+    refused = []
+
+    def open_it(url, barrier):
+        barrier.wait()
+        try:
+            with Store.open(url):
+                pass
+        except HistoryError as exc:
+            refused.append(exc)
+
+    for k in range(50):
+        barrier = threading.Barrier(4)
+        url = f"sqlite:///{tmp_path / f'race{k}.db'}"
+        openers = [threading.Thread(target=open_it, args=(url, barrier)) for _ in range(4)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join()
+    assert refused == []

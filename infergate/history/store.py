@@ -12,6 +12,7 @@ and an advisory lock around schema creation and around each run's replacement.
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,8 +108,8 @@ def _sqlite_engine(url: sa.URL) -> sa.Engine:
         # write lock mid-transaction, where a busy timeout cannot help: we begin ourselves.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+        _into_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -117,6 +118,25 @@ def _sqlite_engine(url: sa.URL) -> sa.Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _into_wal(cursor) -> None:
+    """Switch to WAL, waiting for the lock. SQLite answers "database is locked" at once, without
+    its busy handler, when another process holds the file while it is being created (two shards
+    starting together: 7 of 200 tries here), so the wait is ours."""
+    import sqlite3
+
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pause = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
 
 
 class Store:
