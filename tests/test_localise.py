@@ -131,8 +131,10 @@ def test_a_failure_in_the_worker_is_a_line_not_an_exception(store, tiny_spec):
         pool.close()
     assert raised.note.startswith("localisation failed: tiny-ort_cpu-fp32: localisation raised "
                                   "LookupError: no ModelSpec named 'tiny'")
-    assert killed.note.startswith("localisation failed: timeout during localisation: no answer "
-                                  "within its limit of 0.01 s; the worker was killed")
+    # Whether the worker said what it was doing before it was killed is a race: both read.
+    assert re.fullmatch(r"localisation failed: timeout during localisation(, at '.*')?: no answer "
+                        r"within its limit of 0\.01 s; the worker was killed.*", killed.note), \
+        killed.note
 
 
 PLANTED = {s.name: s for s in (planted.EXPORT_SCALE, planted.COMPILE_SCALE, planted.CLEAN)}
