@@ -1,13 +1,3 @@
-pytest_plugins = [
-    "fixtures.outputs",
-    "fixtures.options",
-    "fixtures.isolation",
-    "fixtures.matrix",
-    "fixtures.results",
-    "fixtures.history",
-    "fixtures.shard",
-    "fixtures.properties",
-    "fixtures.performance",
-    "fixtures.instruction_counts",
-    "pytester",  # the harness's own plugin tests (tests/test_plugin.py)
-]
+# infergate's own plugin comes from its pytest11 entry point (pyproject.toml), as in a user's
+# repo; pytester serves the harness's own plugin tests (tests/test_plugin.py).
+pytest_plugins = ["pytester"]

@@ -100,15 +100,9 @@ _pytester.SysModulesSnapshot = _KeepFrameworks
 
 @pytest.fixture
 def project(pytester, tmp_path_factory):
-    """A scratch pytest project running the repo's plugins and suite files; ``run(*args)``
-    returns (result, results.json or None).
-
-    Its conftest loads the repo's `fixtures` plugins; xdist workers import them from the
-    scratch dir (the conftest's own dir is on their path)."""
-    # infergate too, where it is not pip-installed (a plain checkout's venv).
-    for package in ("fixtures", "infergate"):
-        (pytester.path / package).symlink_to(REPO / package, target_is_directory=True)
-    pytester.makeconftest((REPO / "conftest.py").read_text())
+    """A scratch pytest project running the repo's suite files; ``run(*args)`` returns
+    (result, results.json or None). The plugin comes from its entry point, as in any project
+    with infergate installed."""
     pytester.makepyfile(**{path.stem: path.read_text() for path in (
         REPO / "suites/accuracy/test_equivalence.py",
         REPO / "suites/performance/test_latency.py",

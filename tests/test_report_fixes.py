@@ -7,7 +7,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
-from fixtures.results import _slim
+from infergate.plugin.results import _slim
 from infergate.report import build_document
 from infergate.report_html import render_html
 from infergate.report_markdown import render_markdown

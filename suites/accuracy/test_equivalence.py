@@ -1,9 +1,3 @@
-"""Is it still right? Every model x backend x precision against PyTorch eager fp32."""
+"""This repo as the plugin's reference user: the equivalence test on the built-in models."""
 
-
-def test_equivalence(combo, runner, reference, record, localise):
-    outputs = runner.run(reference.feed)
-    verdict = reference.judge(outputs, combo.backend.name, combo.precision, label=combo.id)
-    record(accuracy=verdict, settings=runner.settings)
-    where = localise(verdict)  # the first divergent layer: on failure or on request, else ""
-    assert verdict, f"{verdict}{where}"
+from infergate.suites.equivalence import test_equivalence  # noqa: F401

@@ -1,10 +1,3 @@
-"""Does it still do the job? Task accuracy on real data, relative to PyTorch fp32."""
+"""Task accuracy on real data, on the built-in models."""
 
-import pytest
-
-
-@pytest.mark.matrix(task=True)
-def test_task_accuracy(combo, runner, reference, record):
-    verdict = reference.judge_task(runner, label=combo.id)
-    record(task=verdict)
-    assert verdict, str(verdict)
+from infergate.suites.task_accuracy import test_task_accuracy  # noqa: F401

@@ -1,20 +1,3 @@
-"""Is it still fast, on any runner? Instructions per inference counted under callgrind:
-deterministic and portable, so a 2 % change is decidable on a shared 2-core runner."""
+"""Instructions per inference under callgrind, on the built-in models."""
 
-import pytest
-
-pytestmark = pytest.mark.matrix(performance=True)
-
-
-def test_instructions(combo, counted, counts, record):
-    baseline = counts.baseline(combo)
-    figures = counted[0]["instructions"]
-    if baseline is None:
-        record(instructions={**figures, "verdict": "no-baseline"})
-        pytest.skip(counts.no_baseline(combo))
-    verdict = counts.judge(combo, baseline)
-    record(instructions={**figures, **verdict.figures, "verdict": verdict.status,
-                         "processes": [r["instructions"]["per_inference"] for r in counted]},
-           perf_message=verdict.message)
-    print(verdict.message)
-    assert verdict, str(verdict)
+from infergate.suites.instructions import test_instructions  # noqa: F401

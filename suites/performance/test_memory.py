@@ -1,23 +1,3 @@
-"""Is it still lean? The model's peak host RSS above the initialised runtime, against the
-stored baseline; the runtime's own overhead is reported beside it, not gated."""
+"""Peak memory against the stored baseline, on the built-in models."""
 
-import pytest
-
-from infergate.baselines import MEMORY_FIGURES, OUTDATED, judge_memory
-
-pytestmark = pytest.mark.matrix(performance=True)
-
-
-def test_memory(combo, measurement, perf, record):
-    memory = measurement["memory"]
-    baseline = perf.baseline(combo)
-    if baseline is None:
-        record(memory={**{k: memory.get(k) for k in MEMORY_FIGURES}, "verdict": "no-baseline"})
-        pytest.skip(perf.no_baseline(combo))
-    _, threshold, reason = perf.thresholds(combo)
-    verdict = judge_memory(combo.id, memory, baseline, threshold=threshold, reason=reason)
-    record(memory={**verdict.figures, "verdict": verdict.status}, perf_message=verdict.message)
-    if verdict.status == OUTDATED:
-        pytest.skip(verdict.message)
-    print(verdict.message)
-    assert verdict, str(verdict)
+from infergate.suites.memory import test_memory  # noqa: F401

@@ -1,0 +1,19 @@
+"""infergate's pytest plugin, registered by the ``pytest11`` entry point ``infergate``: the
+options, the matrix parametrization, isolation, results and reports, performance, history.
+
+Installing infergate turns it on in every pytest run of that environment; it stays out of the
+way (no header line, no reports) in a session that collects none of infergate's tests.
+"""
+
+pytest_plugins = [
+    "infergate.plugin.outputs",
+    "infergate.plugin.options",
+    "infergate.plugin.isolation",
+    "infergate.plugin.matrix",
+    "infergate.plugin.results",
+    "infergate.plugin.history",
+    "infergate.plugin.shard",
+    "infergate.plugin.properties",
+    "infergate.plugin.performance",
+    "infergate.plugin.instruction_counts",
+]
