@@ -17,7 +17,7 @@ from infergate import environment
 from infergate.atomic import atomic_write_text
 from infergate.report_html import render_html
 from infergate.report_markdown import render_markdown
-from infergate.report_view import OUTCOMES, machine_label
+from infergate.report_view import OUTCOMES, machine_id, machine_label
 
 SCHEMA = "infergate.results/1"
 
@@ -124,7 +124,13 @@ def load_results(path: Path) -> dict:
 
 
 def machine_key(env: dict) -> str:
-    """What makes two runs "the same machine": the hardware and OS, not library versions."""
+    """What makes two runs "the same machine": its hardware id (infergate.machine_id, as
+    baselines and the history key them), so shards of one run on runners of one kind stay
+    one machine, and two kinds whose CPUs print the same name ("AMD EPYC") stay two. Results
+    from before that id: the CPU's name, cores, OS and GPU."""
+    found = machine_id(env)
+    if found:
+        return json.dumps(["id", found])
     return json.dumps([env.get(k) for k in ("cpu", "cpu_count", "platform", "gpu")])
 
 
@@ -144,7 +150,7 @@ class _Machines:
     def label(self, env: dict) -> str:
         key = machine_key(env)
         if key not in self.labels:
-            label = machine_label(env)
+            label = machine_id(env) or machine_label(env)
             if label in self.environments:
                 label = f"{label}, {env.get('platform', '?')}"
             if label in self.environments:
@@ -156,8 +162,9 @@ class _Machines:
 def merge(sources: list[tuple[str, dict]]) -> tuple[dict, list[str]]:
     """One document from several (name, document) pairs, entries keyed by (test, id, machine).
 
-    The same (test, id) twice from one machine: the later source wins, with a warning.
-    From different machines both stay, each entry naming its machine.
+    The same (test, id) twice from one machine (shards of a run, or a rerun): the later
+    source wins, with a warning. From different machines both stay, each entry naming its
+    machine, and the reports show one matrix per machine.
     """
     machines = _Machines()
     merged: dict[tuple, tuple[dict, str]] = {}

@@ -23,6 +23,7 @@ from infergate.report_view import (
     first_line,
     grids,
     incomplete,
+    machines,
     memory_figure,
     number,
     perf_table,
@@ -47,6 +48,8 @@ main{padding:8px 28px 40px;max-width:1500px}
 section{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:12px 18px;
  margin:16px 0}
 h2{font-size:18px;margin:4px 0 10px}h3{font-size:15px;margin:14px 0 6px}
+h4{font-size:14px;margin:10px 0 4px}
+div.machine{border-top:2px solid #1f2933;margin-top:14px}
 .chip{display:inline-block;border-radius:12px;padding:2px 10px;margin:2px 4px 2px 0;
  color:#fff;font-weight:600}
 table{border-collapse:collapse;margin:4px 0 10px}
@@ -280,17 +283,23 @@ def _perf_charts(document: dict, anchor: Anchors) -> str:
         bars = [_perf_bar(e, kind, anchor(e)) for e in entries]
         sections.append(f"<h3>{_e(title)}</h3>"
                         + svg_chart(bars, log=False, unit=unit, chart_id=f"chart-{kind}"))
-    rows = performance_rows(document)
-    if not rows:
+    tables = []
+    for machine in machines(document) or [None]:
+        rows = performance_rows(document, machine)
+        if rows:
+            header, body = perf_table(rows, LABELS)
+            title = f"<h3>Machine {_e(machine)}</h3>" if machine else ""
+            tables.append(title + _table([_e(h) for h in header],
+                                         [[_e(c) for c in row] for row in body]))
+    if not tables:
         return ""
-    header, body = perf_table(rows, LABELS)
-    table = _table([_e(h) for h in header], [[_e(c) for c in row] for row in body])
-    return f'<section id="performance"><h2>Performance</h2>{table}{"".join(sections)}</section>'
+    return (f'<section id="performance"><h2>Performance</h2>{"".join(tables)}'
+            f'{"".join(sections)}</section>')
 
 
 # --- matrix, environment, details ---------------------------------------------------------
 
-def _grid_html(g: Grid, anchor: Anchors) -> str:
+def _grid_html(g: Grid, anchor: Anchors, level: str = "h3") -> str:
     def cell(row, col):
         entry = g.cell(row, col)
         if entry is None:
@@ -308,7 +317,8 @@ def _grid_html(g: Grid, anchor: Anchors) -> str:
     note = f'<p class="muted">Cells: outcome and {_e(figure.label)}.</p>' if figure else ""
     folded = ", ".join(f"{b} {p}" for b, p in g.folded)
     folded = f'<p class="muted">Skipped everywhere: {_e(folded)}</p>' if folded else ""
-    return (f"<h3>{_e(g.test)}</h3>{note}<table class=\"grid\" data-test=\"{_e(g.test)}\">"
+    return (f"<{level}>{_e(g.test)}</{level}>{note}"
+            f"<table class=\"grid\" data-test=\"{_e(g.test)}\">"
             f"<tr><th>model</th>{head}</tr>{body}</table>{folded}")
 
 
@@ -423,9 +433,27 @@ def _filters() -> str:
     return f'<p class="filters">Show: {boxes}</p>'
 
 
+def _matrix(document: dict, anchor: Anchors) -> str:
+    """One matrix, or one per machine of a merged document (shards of one machine's run are
+    one machine)."""
+    several = machines(document)
+    if not several:
+        return "".join(_grid_html(g, anchor) for g in grids(document))
+    envs = document.get("machines") or {}
+    parts = []
+    for machine in several:
+        env = envs.get(machine) or {}
+        where = (f'<p class="muted">{_e(env.get("cpu", "?"))}, {_e(env.get("cpu_count", "?"))}'
+                 f" cores</p>" if env else "")
+        grids_html = "".join(_grid_html(g, anchor, "h4") for g in grids(document, machine))
+        parts.append(f'<div class="machine" data-machine="{_e(machine)}"><h3>Machine '
+                     f"{_e(machine)}</h3>{where}{grids_html}</div>")
+    return "".join(parts)
+
+
 def render_html(document: dict) -> str:
     anchor = Anchors(document)
-    matrix = "".join(_grid_html(g, anchor) for g in grids(document))
+    matrix = _matrix(document, anchor)
     details = "".join(_details(e, anchor) for e in document["results"])
     body = (_header(document) + "<main>"
             + f'<section id="matrix"><h2>Support matrix</h2>{matrix or "<p>No results.</p>"}'

@@ -15,6 +15,7 @@ from infergate.report_view import (
     grids,
     incomplete,
     is_performance,
+    machines,
     perf_table,
     performance_rows,
     problems,
@@ -31,13 +32,13 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def _matrix(g: Grid) -> list[str]:
+def _matrix(g: Grid, level: str = "###") -> list[str]:
     header = ["model", *(f"{b} {p}" for b, p in g.columns)]
     rows = [[_text(row), *(_text(cell_text(c)) if (c := g.cell(row, col)) else ""
                            for col in g.columns)] for row in g.rows]
     figure = FIGURES.get(g.test)
     note = [f"Cells: outcome and {figure.label}.", ""] if figure else []
-    return [f"### {g.test}", "", *note, *_table(header, rows), "", *_folded(g)]
+    return [f"{level} {g.test}", "", *note, *_table(header, rows), "", *_folded(g)]
 
 
 def _folded(g: Grid) -> list[str]:
@@ -46,16 +47,17 @@ def _folded(g: Grid) -> list[str]:
     return [f"⏭ skipped everywhere: {', '.join(f'{b} {p}' for b, p in g.folded)}", ""]
 
 
-def _listing(g: Grid) -> list[str]:
+def _listing(g: Grid, level: str = "###") -> list[str]:
     (backend, precision), = g.columns
     items = [f"- {_text(cell_text(g.cells[(row, g.columns[0])]))} {_text(row)}"
              for row in g.rows]
-    return [f"### {g.test} ({backend} {precision})", "", *items, ""]
+    return [f"{level} {g.test} ({backend} {precision})", "", *items, ""]
 
 
-def _performance(rows: list[PerfRow]) -> list[str]:
+def _performance(rows: list[PerfRow], level: str = "###") -> list[str]:
     header, body = perf_table(rows)
-    return ["### Performance", "", *_table(header, [[_text(c) for c in r] for r in body]), ""]
+    return [f"{level} Performance", "", *_table(header, [[_text(c) for c in r] for r in body]),
+            ""]
 
 
 def _problems(document: dict) -> list[str]:
@@ -75,21 +77,37 @@ def _counts(document: dict) -> str:
         ", ".join(counts) or "none")
 
 
+def _environment(env: dict) -> str:
+    return (f"{_text(env.get('cpu', '?'))}, {env.get('cpu_count', '?')} cores · "
+            f"torch {_text((env.get('libraries') or {}).get('torch', '?'))}")
+
+
+def _matrices(document: dict, machine: str | None = None, level: str = "###") -> list[str]:
+    """The matrix of one machine (all entries for None), then its performance table."""
+    lines = []
+    for g in grids(document, machine):
+        if not is_performance(list(g.cells.values())):
+            lines += _listing(g, level) if g.is_list else _matrix(g, level)
+    perf = performance_rows(document, machine)
+    return lines + (_performance(perf, level) if perf else [])
+
+
 def render_markdown(document: dict) -> str:
     env = document.get("environment") or {}
     unfinished = incomplete(document)
+    several = machines(document)
     lines = ["## infergate results", "", _counts(document), "",
              *([f"**Incomplete run ({_text(unfinished)}): these are the results it reached.**",
                 ""] if unfinished else []),
-             f"{_text(env.get('cpu', '?'))}, {env.get('cpu_count', '?')} cores · "
-             f"torch {_text((env.get('libraries') or {}).get('torch', '?'))} · "
-             f"{_text(document.get('created', ''))}", ""]
+             (f"{len(several)} machines, one matrix each"
+              if several else _environment(env)) + f" · {_text(document.get('created', ''))}",
+             ""]
     lines += _problems(document)
-    all_grids = grids(document)
-    for g in all_grids:
-        if not is_performance(list(g.cells.values())):
-            lines += _listing(g) if g.is_list else _matrix(g)
-    perf = performance_rows(document)
-    if perf:
-        lines += _performance(perf)
+    if not several:
+        return "\n".join(lines + _matrices(document))
+    envs = document.get("machines") or {}
+    for machine in several:
+        lines += [f"### Machine {_text(machine)}", "",
+                  *([_environment(envs[machine]), ""] if machine in envs else []),
+                  *_matrices(document, machine, "####")]
     return "\n".join(lines)

@@ -47,6 +47,29 @@ def machine_label(env: dict) -> str:
     return f"{env.get('cpu', 'unknown CPU')} ({env.get('cpu_count', '?')} cores)"
 
 
+def machine_id(env: dict) -> str | None:
+    """The hardware id of the machine a run's environment describes (infergate.machine_id:
+    what decides which kernels run), or None for results from before that id."""
+    machine = env.get("machine")
+    if isinstance(machine, dict) and machine.get("id"):
+        return str(machine["id"])
+    return None
+
+
+def machines(document: dict) -> list[str]:
+    """The machines of a merged document, in order, each with its own matrix; [] for one
+    machine's run (or shards of it: shards are not machines)."""
+    labels = dict.fromkeys(document.get("machines") or {})
+    labels.update(dict.fromkeys(e["machine"] for e in document["results"] if e.get("machine")))
+    present = {e.get("machine") for e in document["results"]}
+    return [label for label in labels if label in present]
+
+
+def on_machine(document: dict, machine: str | None) -> list[dict]:
+    """The entries of ``machine`` (all of them for None)."""
+    return [e for e in document["results"] if machine is None or e.get("machine") == machine]
+
+
 def _lowest_cosine(entry: dict) -> float | None:
     outputs = (entry.get("accuracy") or {}).get("outputs") or {}
     values = [number(o.get("cosine")) for o in outputs.values()]
@@ -133,6 +156,11 @@ def row_label(entry: dict) -> str:
     return f"{model} @ {entry['machine']}" if entry.get("machine") else model
 
 
+def model_label(entry: dict) -> str:
+    """A row within one machine's matrix: the model alone."""
+    return entry.get("model", entry["id"])
+
+
 def column(entry: dict) -> tuple[str, str]:
     return entry.get("backend", "?"), entry.get("precision", "?")
 
@@ -162,9 +190,9 @@ class Grid:
         return self.cells.get((row, col))
 
 
-def by_test(document: dict) -> dict[str, list[dict]]:
+def by_test(document: dict, machine: str | None = None) -> dict[str, list[dict]]:
     tests: dict[str, list[dict]] = {}
-    for entry in document["results"]:
+    for entry in on_machine(document, machine):
         tests.setdefault(entry["test"], []).append(entry)
     return tests
 
@@ -177,22 +205,24 @@ def _blank_skip(entry: dict) -> bool:
     return entry.get("outcome") == "skipped" and not key_figure(entry)
 
 
-def grid(test: str, entries: list[dict]) -> Grid:
-    rows = list(dict.fromkeys(row_label(e) for e in entries))
+def grid(test: str, entries: list[dict], label=row_label) -> Grid:
+    rows = list(dict.fromkeys(label(e) for e in entries))
     columns = sorted({column(e) for e in entries}, key=_column_order)
     # A backend that cannot run here (no GPU) would add a column of bare skips per
     # precision: fold those into one line so the table stays readable.
     folded = [c for c in columns if all(_blank_skip(e) for e in entries if column(e) == c)]
     kept = [c for c in columns if c not in folded] or columns
-    return Grid(test, rows, kept, {(row_label(e), column(e)): e for e in entries},
+    return Grid(test, rows, kept, {(label(e), column(e)): e for e in entries},
                 [c for c in folded if c not in kept])
 
 
-def grids(document: dict) -> list[Grid]:
-    """Accuracy-style tests first (equivalence, task), the rest after, each one grid."""
-    tests = by_test(document)
+def grids(document: dict, machine: str | None = None) -> list[Grid]:
+    """Accuracy-style tests first (equivalence, task), the rest after, each one grid; with
+    ``machine``, that machine's grids, their rows the models alone."""
+    tests = by_test(document, machine)
     order = sorted(tests, key=lambda t: (t not in FIGURES, is_performance(tests[t]), t))
-    return [grid(t, tests[t]) for t in order]
+    label = row_label if machine is None else model_label
+    return [grid(t, tests[t], label) for t in order]
 
 
 def problems(document: dict) -> list[dict]:
@@ -300,16 +330,18 @@ def _slot(entry: dict) -> str:
                 next((kind for kind in PERF_KINDS[1:] if kind in entry["test"]), "latency"))
 
 
-def performance_rows(document: dict) -> list[PerfRow]:
+def performance_rows(document: dict, machine: str | None = None) -> list[PerfRow]:
     """One row per combination (and machine) with its latency and memory entries, and the
-    p50 speed-up over the same model's PyTorch eager fp32 on the same machine."""
+    p50 speed-up over the same model's PyTorch eager fp32 on the same machine; with
+    ``machine``, that machine's rows, labelled by the combination alone."""
     rows: dict[tuple, PerfRow] = {}
-    for entries in by_test(document).values():
+    for entries in by_test(document, machine).values():
         if not is_performance(entries):
             continue
         for entry in entries:
             key = (entry.get("machine", ""), entry.get("model"), column(entry))
-            label = f"{entry['id']} @ {entry['machine']}" if entry.get("machine") else entry["id"]
+            label = (f"{entry['id']} @ {entry['machine']}"
+                     if entry.get("machine") and machine is None else entry["id"])
             setattr(rows.setdefault(key, PerfRow(label)), _slot(entry), entry)
     for (machine, model, _), row in rows.items():
         reference = rows.get((machine, model, REFERENCE))

@@ -201,8 +201,8 @@ def test_cli_keeps_both_machines(tmp_path):
     merged = json.loads((tmp_path / "out/results.json").read_text())
     assert len(merged["results"]) == 2 * len(sample_results())
     assert set(merged["machines"]) == {"Test CPU (2 cores)", "Other CPU (64 cores)"}
-    md = (tmp_path / "out/summary.md").read_text()
-    assert "| mlp @ Other CPU (64 cores) |" in md and "| mlp @ Test CPU (2 cores) |" in md
+    md = (tmp_path / "out/summary.md").read_text()  # one matrix per machine
+    assert "### Machine Other CPU (64 cores)" in md and "### Machine Test CPU (2 cores)" in md
     assert "Other CPU (64 cores)" in (tmp_path / "out/report.html").read_text()
 
 
