@@ -23,8 +23,9 @@ def _parser() -> argparse.ArgumentParser:
         "report", help="render results.json, summary.md and report.html from results files",
         description="Render results.json, summary.md and report.html into --out from one or "
                     "more results.json files. Several shards or machines merge into one "
-                    "report: the same test and id from the same machine keeps the later "
-                    "file's entry (with a warning); from different machines both are kept.")
+                    "report: the same test and id from the same machine id keeps the later "
+                    "file's entry (with a warning); from different machine ids both are "
+                    "kept, and the report shows one matrix per machine.")
     report.add_argument("results", nargs="+", type=Path, metavar="RESULTS.json")
     report.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="directory for the rendered files (created if missing)")
