@@ -271,10 +271,13 @@ def combination(subject, backend, precision: str) -> dict:
             "fingerprint": known_fingerprint(subject)}
 
 
-def spec_reference(spec) -> tuple[str, str]:
-    """(module, name) the worker finds ``spec`` by: the registry's name, or the module that
-    built it for a spec from outside the registry."""
-    return spec.build.__module__, spec.name
+def spec_reference(spec) -> tuple[str, str, str]:
+    """(module, name, model file) the worker finds ``spec`` by: the registry's name, or the
+    module that built it for a spec from outside the registry; the file where the module was
+    loaded from a path (``--infergate-model-file``), "" where it imports by name."""
+    from infergate.models import source_file
+
+    return spec.build.__module__, spec.name, source_file(spec)
 
 
 class IsolatedRunner(Runner):
@@ -366,15 +369,18 @@ def find_backend(module: str, qualname: str):
     return getattr(importlib.import_module(module), qualname)()
 
 
-def find_spec(module: str, name: str):
-    from infergate.models import all_models
+def find_spec(module: str, name: str, file: str = ""):
+    from infergate.models import all_models, load_file
     from infergate.spec import ModelSpec
 
-    registered = all_models().get(name)
-    if registered is not None and registered.build.__module__ == module:
-        return registered
-    found = [v for v in vars(importlib.import_module(module)).values()
-             if isinstance(v, ModelSpec) and v.name == name]
+    if file:
+        loaded = load_file(file)
+    else:
+        registered = all_models().get(name)
+        if registered is not None and registered.build.__module__ == module:
+            return registered
+        loaded = importlib.import_module(module)
+    found = [v for v in vars(loaded).values() if isinstance(v, ModelSpec) and v.name == name]
     if not found:
         raise LookupError(f"no ModelSpec named {name!r} at the top level of module {module!r}: "
                           f"a worker process finds a spec by its module, so define it there "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infergate.backends import Backend, all_backends
-from infergate.models import all_models
+from infergate.models import all_models, project_models
 from infergate.precision import PRECISIONS
 from infergate.spec import ModelSpec
 
@@ -70,8 +70,10 @@ class Selection:
 
     def combinations(self) -> list[Combination]:
         combos = []
+        # Unnamed, the project's own models where it has any; the built-in ones otherwise.
+        chosen = self.models if self.models is not None else (project_models() or None)
         for spec in all_models().values():
-            if self.models is not None and spec.name not in self.models:
+            if chosen is not None and spec.name not in chosen:
                 continue
             if not self._tier_allows(spec.tier, self.models is not None):
                 continue

@@ -25,6 +25,9 @@ def _is_project_file(path: Path) -> bool:
         return True
     if path.is_relative_to(_HARNESS) or path.is_relative_to(Path(sys.prefix).resolve()):
         return False
+    # Another environment's packages reached through a .pth or PYTHONPATH are installed too.
+    if {"site-packages", "dist-packages"} & set(path.parts):
+        return False
     return not any(path.is_relative_to(root) for root in _INSTALLED)
 
 

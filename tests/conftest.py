@@ -103,6 +103,7 @@ def project(pytester, tmp_path_factory):
     """A scratch pytest project running the repo's suite files; ``run(*args)`` returns
     (result, results.json or None). The plugin comes from its entry point, as in any project
     with infergate installed."""
+    pytester.makeconftest("# a scratch project: infergate's plugin comes from its entry point\n")
     pytester.makepyfile(**{path.stem: path.read_text() for path in (
         REPO / "suites/accuracy/test_equivalence.py",
         REPO / "suites/performance/test_latency.py",

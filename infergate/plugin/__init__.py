@@ -1,8 +1,9 @@
 """infergate's pytest plugin, registered by the ``pytest11`` entry point ``infergate``: the
 options, the matrix parametrization, isolation, results and reports, performance, history.
 
-Installing infergate turns it on in every pytest run of that environment; it stays out of the
-way (no header line, no reports) in a session that collects none of infergate's tests.
+Installing infergate turns it on in every pytest run of that environment; a session that
+collects none of infergate's tests writes nothing (no reports, no folders), ``-p no:infergate``
+turns it off.
 """
 
 pytest_plugins = [
