@@ -1,0 +1,93 @@
+"""infergate as a team installs it (issue 14): a wheel built from this tree, installed into a
+clean venv, runs examples/my-model-repo (copied out) with plain `pytest` there: its own models,
+one returning a tensor and one a dict, judged on five backends; a bad spec is one usage error.
+
+The venv takes its dependencies (torch, ONNX Runtime, OpenVINO...) from this environment
+through a .pth file, as nothing may be downloaded; infergate itself only from the wheel.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "my-model-repo"
+BACKENDS = ("torch", "torch_jit", "torch_export", "ort_cpu", "openvino")
+
+
+def _run(args, cwd, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory) -> Path:
+    """A venv with infergate installed from a wheel of this tree; its python."""
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"  # a copy: building in place would leave build/ in the tree
+    shutil.copytree(REPO / "infergate", source / "infergate",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                  "--no-index", "-w", root / "dist", source], cwd=root)
+    assert built.returncode == 0, built.stdout + built.stderr
+    wheel, = (root / "dist").glob("infergate-*.whl")
+
+    env = root / "venv"
+    made = _run([sys.executable, "-m", "venv", "--without-pip", env], cwd=root)
+    assert made.returncode == 0, made.stderr
+    python = env / "bin" / "python"
+    site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                     cwd=root).stdout.strip())
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    installed = _run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index",
+                      "--target", site, wheel], cwd=root)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    where = _run([python, "-c", "import infergate; print(infergate.__file__)"], cwd=root)
+    assert Path(where.stdout.strip()).is_relative_to(site), where.stdout + where.stderr
+    return python
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    copy = tmp_path / "my-model-repo"
+    shutil.copytree(EXAMPLE, copy, ignore=shutil.ignore_patterns("__pycache__", ".cache",
+                                                                 "reports"))
+    return copy
+
+
+def test_the_example_repo_judges_its_own_models_on_five_backends(venv, repo):
+    # torch_export compiles with AOTInductor (~40 s a model on 2 cores): one model there.
+    run = _run([venv, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                "--infergate-backends", ",".join(BACKENDS), "--infergate-precisions", "fp32",
+                "-k", "equivalence and not two_heads-torch_export"], cwd=repo)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    results = json.loads((repo / "reports" / "results.json").read_text())["results"]
+    judged = {(e["model"], e["backend"]): e["outcome"] for e in results}
+    expected = {(m, b) for m in ("tiny_classifier", "two_heads") for b in BACKENDS} - {
+        ("two_heads", "torch_export")}
+    assert judged == dict.fromkeys(expected, "passed")  # built-in models left out
+    assert "9 passed" in run.stdout, run.stdout[-2000:]
+
+
+def test_a_bad_spec_in_the_example_is_one_usage_error_naming_its_file(venv, repo):
+    broken = repo / "models" / "broken.py"
+    broken.write_text((repo / "models" / "tiny_classifier.py").read_text()
+                      .replace('name="tiny_classifier"', 'name="broken"')
+                      .replace("def make_inputs(batch: int, seed: int)",
+                               "def make_inputs(batch: int)"))
+    run = _run([venv, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only"],
+               cwd=repo)
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout + run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1, run.stderr
+    assert errors[0].startswith(f"ERROR: {broken}: ModelSpec 'broken': make_inputs")
+    assert "cannot be called as make_inputs(batch=, seed=)" in errors[0]
