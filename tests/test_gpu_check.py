@@ -72,12 +72,12 @@ def test_stages_compile_only_the_small_models_and_measure_fewer(tmp_path):
         ["mlp", "resnet50", "minilm", "minilm_short"], tmp_path)
     assert (accuracy, perf) == ("accuracy", "performance")
     assert cmd[cmd.index("-k") + 1] == "not (resnet50-torch_compile or minilm-torch_compile)"
-    assert cmd[cmd.index("--models") + 1] == "mlp,resnet50,minilm,minilm_short"
-    assert perf_cmd[perf_cmd.index("--models") + 1] == "mlp,minilm_short"
+    assert cmd[cmd.index("--infergate-models") + 1] == "mlp,resnet50,minilm,minilm_short"
+    assert perf_cmd[perf_cmd.index("--infergate-models") + 1] == "mlp,minilm_short"
     assert "suites/performance/test_device.py" in perf_cmd
     for command in (cmd, perf_cmd):
-        assert command[command.index("--precisions") + 1] == "fp32,fp16,bf16"
-        assert command[command.index("--reports-dir") + 1].startswith(str(tmp_path))
+        assert command[command.index("--infergate-precisions") + 1] == "fp32,fp16,bf16"
+        assert command[command.index("--infergate-reports-dir") + 1].startswith(str(tmp_path))
     assert gpu_check.stage_commands([], tmp_path) == []
     # no CUDA device: one pytest run of every test file, the same models and deselection
     (dry,) = gpu_check.stage_commands(["mlp", "resnet50"], tmp_path, dry_run=True)
