@@ -54,6 +54,11 @@ def checkout(rev: str, cache_root: Path) -> Checkout:
     commit; the extract appears whole or not at all."""
     if shutil.which("git") is None:
         raise RevisionError("--infergate-perf-against needs git, which is not installed")
+    if not (PROJECT / "infergate" / "__init__.py").is_file() or not (PROJECT / ".git").exists():
+        raise RevisionError(f"--infergate-perf-against times revisions of infergate's own "
+                            f"source checkout; this infergate is installed ({PROJECT}), so "
+                            f"there is none to check out. Compare your runs with the stored "
+                            f"baselines, or `python -m infergate compare RUN_A RUN_B`")
     try:
         sha = _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip()
     except RevisionError as exc:

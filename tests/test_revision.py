@@ -25,6 +25,15 @@ def test_an_unknown_revision_is_a_clear_error(tmp_path):
         checkout("no-such-branch", tmp_path)
 
 
+def test_an_installed_infergate_says_it_has_no_revisions_to_time(tmp_path, monkeypatch):
+    site = tmp_path / "site-packages"
+    (site / "infergate").mkdir(parents=True)
+    (site / "infergate" / "__init__.py").write_text("")
+    monkeypatch.setattr("infergate.revision.PROJECT", site)
+    with pytest.raises(RevisionError, match=r"this infergate is installed .*site-packages"):
+        checkout("HEAD", tmp_path / "cache")
+
+
 def test_prepare_builds_with_the_revision_s_own_code_and_cache(tmp_path):
     ref = checkout("HEAD", tmp_path)
     fingerprint = prepare(ref, "mlp", "ort_cpu", "fp32")
