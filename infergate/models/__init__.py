@@ -18,6 +18,7 @@ import importlib.metadata
 import importlib.util
 import sys
 from collections.abc import Iterable
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -48,18 +49,24 @@ def _spec_of(module: ModuleType, where: str) -> ModelSpec:
     return spec
 
 
-def _load(qualified: str) -> ModelSpec:
-    found = importlib.util.find_spec(qualified)
-    if found is None:
-        raise SpecError(f"{__file__}: registers {qualified!r}, but no such module exists")
-    where = found.origin
+@contextmanager
+def _importing(where: str):
+    """Any error while a model's code is imported, as a SpecError naming where it came from."""
     try:
-        module = importlib.import_module(qualified)
+        yield
     except SpecError as exc:
         raise SpecError(f"{where}: {exc}") from None
     except Exception as exc:  # e.g. ModelSpec(...) missing a field: a TypeError
         raise SpecError(f"{where}: importing it raised {type(exc).__name__}: {exc}") from None
-    return _spec_of(module, where)
+
+
+def _load(qualified: str) -> ModelSpec:
+    found = importlib.util.find_spec(qualified)
+    if found is None:
+        raise SpecError(f"{__file__}: registers {qualified!r}, but no such module exists")
+    with _importing(found.origin):
+        module = importlib.import_module(qualified)
+    return _spec_of(module, found.origin)
 
 
 def module_name_for(path: Path) -> str:
@@ -88,13 +95,11 @@ def load_file(path: Path | str) -> ModuleType:
     module = importlib.util.module_from_spec(found)
     sys.modules[name] = module
     try:
-        found.loader.exec_module(module)
-    except SpecError as exc:
-        del sys.modules[name]
-        raise SpecError(f"{path}: {exc}") from None
-    except Exception as exc:
-        del sys.modules[name]
-        raise SpecError(f"{path}: importing it raised {type(exc).__name__}: {exc}") from None
+        with _importing(str(path)):
+            found.loader.exec_module(module)
+    except SpecError:
+        del sys.modules[name]  # a fixed file loads afresh
+        raise
     return module
 
 
@@ -126,12 +131,8 @@ def _from_entry_points() -> list[tuple[str, ModelSpec]]:
     for point in sorted(importlib.metadata.entry_points(group=ENTRY_POINTS),
                         key=lambda p: p.name):
         where = f"entry point {point.name} = {point.value!r} ({ENTRY_POINTS})"
-        try:
+        with _importing(where):
             loaded = point.load()
-        except SpecError as exc:
-            raise SpecError(f"{where}: {exc}") from None
-        except Exception as exc:
-            raise SpecError(f"{where}: loading it raised {type(exc).__name__}: {exc}") from None
         spec = _spec_of(loaded, where) if isinstance(loaded, ModuleType) else loaded
         if not isinstance(spec, ModelSpec):
             raise SpecError(f"{where}: is a {type(spec).__name__}, not a ModelSpec")
