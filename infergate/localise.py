@@ -27,11 +27,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from infergate.precision import tolerance_for
 from infergate.progress import step
+
+if TYPE_CHECKING:  # numpy loads when a failure is localised (the plugin imports this module)
+    import numpy as np
 
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"  # what the dynamo exporter of torch 2.13 writes
 # A layer whose error is this many times the largest before it diverges, whatever the
@@ -53,6 +55,8 @@ TABLE_ROWS = 12  # the failure text's per-layer table, the middle elided past th
 
 def rel_rmse(got, want) -> float:
     """RMS of the difference over the RMS of the reference (any shape, any float dtype)."""
+    import numpy as np
+
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     rmse = math.sqrt(np.mean((got - want) ** 2)) if want.size else 0.0
     scale = math.sqrt(np.mean(want ** 2)) if want.size else 0.0
@@ -334,6 +338,8 @@ def compare(calls: dict[str, Call], taps: dict[str, Tap], got: Mapping[str, np.n
             reference_outputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]
             ) -> list[Layer]:
     """One Layer per module both sides have (in eager's order), then the model outputs."""
+    import numpy as np
+
     layers, seen = [], set()
     for path, call in calls.items():
         tap = taps.get(path)
@@ -410,11 +416,11 @@ def compiled_layers(module, feed, precision: str, limit: float,
     import torch
 
     from infergate.backends.torch_compile import compile_device
-    from infergate.backends.torch_eager import DTYPES, convert_module
+    from infergate.backends.torch_eager import convert_module, torch_dtype
 
     calls, _ = eager_calls(module, _torch_feed(feed), keep_inputs=True)
     modules = dict(module.named_modules())
-    dtype, device = DTYPES[precision], compile_device()
+    dtype, device = torch_dtype(precision), compile_device()
     levels = _by_height(modules, calls)
     deadline = time.monotonic() + COMPILE_BUDGET_S
     layers: list[Layer] = []
@@ -459,6 +465,7 @@ def _cast(tree, dtype, device):
 # --- entry point -----------------------------------------------------------------------------
 
 def _torch_feed(feed):
+    import numpy as np
     import torch
 
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feed.items()}

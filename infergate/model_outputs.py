@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 
 def flatten_outputs(outputs, prefix: str = "") -> list[tuple[str, object]]:
     """``forward``'s result as (name, leaf) pairs in the order torch's exporters flatten it:
@@ -29,6 +27,8 @@ def named_outputs(label: str, names: tuple[str, ...], outputs) -> dict:
     tensors, is taken in ``ModelSpec.outputs`` order; a dict anywhere in it names its leaves
     (flattened as ``flatten_outputs`` names them), which must be exactly the declared names.
     Anything else is one clear error (a tensor would otherwise be zipped row by row)."""
+    import torch
+
     leaves = flatten_outputs(outputs)
     tensors = all(isinstance(v, torch.Tensor) for _, v in leaves)
     if tensors and _named_by_key(outputs) and sorted(n for n, _ in leaves) == sorted(names):

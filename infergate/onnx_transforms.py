@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from infergate.artifacts import code_digest, digest, versions
+
+if TYPE_CHECKING:  # numpy loads with the first quantization, not with the backend registry
+    import numpy as np
 
 _CODE = code_digest(sys.modules[__name__])  # an edit here rebuilds every derived model
 _DYNAMIC_INT8 = {
@@ -83,6 +85,8 @@ class _FeedReader:
 
 def calibration_digest(feeds: list[dict[str, np.ndarray]]) -> str:
     import hashlib
+
+    import numpy as np
 
     h = hashlib.sha256()
     for feed in feeds:

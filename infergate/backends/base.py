@@ -10,9 +10,10 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads with the first output, not with the backend registry
+    import numpy as np
 
 TIERS_ORDER = {"smoke": 0, "full": 1}
 
@@ -21,6 +22,8 @@ def host_array(value) -> np.ndarray:
     """One output as the comparator takes it: half and bfloat floats widened to float32 (numpy
     has no bfloat16), float64 kept (the fp64 reference's digits below float32 resolution are
     what fp32 verdicts are judged by), integers and bools kept, to be compared exactly."""
+    import numpy as np
+
     array = np.asarray(value)
     if array.dtype.kind == "f" and array.dtype != np.float64:
         return array.astype(np.float32, copy=False)

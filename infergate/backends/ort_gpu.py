@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from infergate.artifacts import digest, versions
 from infergate.backends.base import Runner
 from infergate.backends.cuda import CudaBackend, DeviceFeedCache, device_facts, gpu_name
@@ -107,6 +105,7 @@ class OrtGpuRunner(DeviceFigures, OrtRunner):
 
     @staticmethod
     def _upload(feed):
+        import numpy as np
         from onnxruntime import OrtValue
 
         return {name: OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value), "cuda", 0)

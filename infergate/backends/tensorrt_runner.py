@@ -19,8 +19,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from infergate.artifacts import digest, versions
 from infergate.backends.base import Runner
 from infergate.backends.cuda import CudaBackend, device_facts, gpu_name
@@ -148,6 +146,8 @@ class TensorRtRunner(DeviceFigures, Runner):
         return torch.cuda.ExternalStream(self._runner.stream.ptr)
 
     def run_impl(self, feed):
+        import numpy as np
+
         self._device_begin()
         outputs = self._runner.infer(dict(feed))
         self._device_end()

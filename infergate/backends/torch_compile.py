@@ -11,12 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 from infergate.backends.base import Backend, Runner
 from infergate.backends.cuda import cuda_unavailable_reason
 from infergate.backends.torch_cuda import TorchCudaRunner
-from infergate.backends.torch_eager import DTYPES, TorchRunner, convert_module, tiny_module
+from infergate.backends.torch_eager import TorchRunner, convert_module, tiny_module, torch_dtype
 from infergate.progress import step
 
 DEVICE_ENV = "INFERGATE_TORCH_COMPILE_DEVICE"
@@ -87,12 +85,14 @@ class TorchCompile(Backend):
         return reason
 
     def prepare(self, subject, precision: str) -> Runner:
+        import torch
+
         device = compile_device()
         use_inductor_cache(subject.store.root)
         module = convert_module(subject.module, precision).to(device)
         module = torch.compile(module, backend="inductor")
         return RUNNERS[device](self.label(subject, precision), subject.spec.outputs, module,
-                               DTYPES[precision], subject.inputs(seed=0))
+                               torch_dtype(precision), subject.inputs(seed=0))
 
     def initialise_runtime(self, precision: str, threads: int | None = None,
                            cache_dir: Path | None = None) -> dict:
@@ -100,6 +100,8 @@ class TorchCompile(Backend):
         and inductor imported, their caches and compile workers set up. Measured on an Intel
         Xeon 2-core guest (CPU): 135-150 MB and 4 s with inductor's cache warm (13 s cold),
         which the model's first compile paid before; the MLP then costs 33 MB."""
+        import torch
+
         if cache_dir is not None:
             use_inductor_cache(cache_dir)
         if threads is not None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from infergate.backends.base import Runner
 from infergate.backends.cuda import (
     TF32_OFF,
@@ -16,13 +14,13 @@ from infergate.backends.cuda import (
 from infergate.backends.device_time import DeviceFigures
 from infergate.backends.gpu_memory import nvml_process_mb, torch_cuda_mb
 from infergate.backends.torch_eager import (
-    DTYPES,
     TorchRunner,
     convert_module,
     host_tensor,
     named_outputs,
     tiny_module,
     to_torch,
+    torch_dtype,
 )
 
 
@@ -44,6 +42,8 @@ class TorchCudaRunner(DeviceFigures, TorchRunner):
         return {name: t.to("cuda") for name, t in to_torch(feed, self.input_dtype).items()}
 
     def activate_impl(self):
+        import torch
+
         super().activate_impl()
         # Process-wide switches: pinned while this runner is active, restored after.
         self._tf32_before = set_tf32(TF32_OFF)
@@ -54,6 +54,8 @@ class TorchCudaRunner(DeviceFigures, TorchRunner):
         torch.cuda.reset_peak_memory_stats()
 
     def run_impl(self, feed):
+        import torch
+
         inputs = self._inputs.get(feed)
         self._device_begin()
         with torch.inference_mode():
@@ -63,12 +65,16 @@ class TorchCudaRunner(DeviceFigures, TorchRunner):
                 for name, out in named_outputs(self.label, self.output_names, outputs).items()}
 
     def synchronize(self) -> None:
+        import torch
+
         torch.cuda.synchronize()
 
     def memory_stats(self) -> dict[str, float]:
         return {**torch_cuda_mb(), **nvml_process_mb()}
 
     def deactivate_impl(self):
+        import torch
+
         super().deactivate_impl()
         self._inputs.clear()
         if self._tf32_before is not None:
@@ -85,13 +91,15 @@ class TorchCuda(CudaBackend):
     def prepare(self, subject, precision: str) -> Runner:
         module = convert_module(subject.module, precision).to("cuda")
         return TorchCudaRunner(self.label(subject, precision), subject.spec.outputs, module,
-                               DTYPES[precision])
+                               torch_dtype(precision))
 
     def initialise_runtime(self, precision: str, threads: int | None = None,
                            cache_dir=None) -> dict:
         """The CUDA context, the caching allocator and cuBLAS, by a tiny Linear + ReLU at
         ``precision`` on the device: the context alone is hundreds of MB of host memory that
         no model should be charged for."""
+        import torch
+
         del cache_dir
         if threads is not None:
             torch.set_num_threads(threads)

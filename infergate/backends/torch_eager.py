@@ -4,36 +4,49 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from infergate.backends.base import Backend, Runner
 from infergate.backends.warmup import FEATURES, tiny_feed
 from infergate.model_outputs import named_outputs
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
-          "fp64": torch.float64}
+if TYPE_CHECKING:  # torch and numpy load when a runner is built, not when the matrix is
+    import numpy as np
+    import torch
+
+# precision -> the torch dtype's name (torch.float32, ...)
+DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp64": "float64"}
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    """The torch dtype a module and its floating inputs take at ``precision``."""
+    import torch
+
+    return getattr(torch, DTYPE_NAMES[precision])
 
 
 def convert_module(module: torch.nn.Module, precision: str) -> torch.nn.Module:
     """A copy of ``module`` at ``precision``; the original stays fp32 for the reference."""
+    import torch
+
     module = copy.deepcopy(module)
     if precision == "int8_dynamic":
         from torch.ao.quantization import quantize_dynamic
 
         return quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8).eval()
-    return module.to(DTYPES[precision]).eval()
+    return module.to(torch_dtype(precision)).eval()
 
 
 def input_dtype(precision: str) -> torch.dtype:
     """The dtype floating inputs take at ``precision`` (int8_dynamic quantizes inside)."""
-    return torch.float32 if precision == "int8_dynamic" else DTYPES[precision]
+    return torch_dtype("fp32" if precision == "int8_dynamic" else precision)
 
 
 def tiny_module(precision: str) -> tuple[torch.nn.Module, torch.Tensor]:
     """``warmup.tiny_onnx``'s graph as a module at ``precision``, and an input for it: the
     trivial workload torch backends initialise their runtime with."""
+    import torch
+
     with torch.random.fork_rng(devices=[]):  # a model's own seeding must see the same RNG
         module = torch.nn.Sequential(torch.nn.Linear(FEATURES, FEATURES), torch.nn.ReLU())
     return (convert_module(module.eval(), precision),
@@ -42,6 +55,9 @@ def tiny_module(precision: str) -> tuple[torch.nn.Module, torch.Tensor]:
 
 def to_torch(feed: Mapping[str, np.ndarray], dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Floating inputs follow the module's dtype; ids and masks keep theirs."""
+    import numpy as np
+    import torch
+
     tensors = {}
     for name, value in feed.items():
         t = torch.from_numpy(np.ascontiguousarray(value))
@@ -52,6 +68,8 @@ def to_torch(feed: Mapping[str, np.ndarray], dtype: torch.dtype) -> dict[str, to
 def host_tensor(out: torch.Tensor) -> torch.Tensor:
     """An output numpy can take: half and bfloat16 widened to float32, float64, integers and
     bools kept (see ``base.host_array``)."""
+    import torch
+
     return out.float() if out.is_floating_point() and out.dtype != torch.float64 else out
 
 
@@ -62,11 +80,15 @@ class TorchRunner(Runner):
         self.input_dtype = input_dtype
 
     def activate_impl(self):
+        import torch
+
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         self.settings["threads"] = torch.get_num_threads()
 
     def run_impl(self, feed):
+        import torch
+
         with torch.inference_mode():
             outputs = self.module(**to_torch(feed, self.input_dtype))
         return {name: host_tensor(out).numpy()
@@ -92,6 +114,8 @@ class TorchEager(Backend):
         first matmul initialises the BLAS/oneDNN kernels; int8_dynamic, the quantized
         engine). Measured on an Intel Xeon 2-core guest: 3-4 MB, most of it libtorch_cpu's code
         paged in."""
+        import torch
+
         del cache_dir
         if threads is not None:
             torch.set_num_threads(threads)

@@ -8,14 +8,11 @@ from __future__ import annotations
 import hashlib
 import sys
 
-import torch
-
 from infergate.artifacts import code_digest, versions
 from infergate.backends.base import Backend, Runner
 from infergate.backends.torch_compile import use_inductor_cache
-from infergate.backends.torch_eager import DTYPES, TorchRunner, convert_module, to_torch
+from infergate.backends.torch_eager import TorchRunner, convert_module, to_torch, torch_dtype
 from infergate.environment import cpu_flags
-from infergate.onnx_export import dynamic_shapes
 from infergate.progress import step
 
 PACKAGE = "model.pt2"
@@ -25,9 +22,13 @@ def aoti_package(subject, precision: str):
     """The cached AOTInductor package of ``subject`` at ``precision``. Its kernels are built
     for this CPU's vector ISA, so the key has the CPU's flags."""
     def build(tmp):
+        import torch
+
+        from infergate.onnx_export import dynamic_shapes
+
         module = convert_module(subject.module, precision)
         feed = subject.inputs(seed=0)
-        program = torch.export.export(module, (), kwargs=to_torch(feed, DTYPES[precision]),
+        program = torch.export.export(module, (), kwargs=to_torch(feed, torch_dtype(precision)),
                                       dynamic_shapes=dynamic_shapes(subject.spec, feed))
         torch._inductor.aoti_compile_and_package(program, package_path=str(tmp / PACKAGE))
 
@@ -53,10 +54,12 @@ class TorchExport(Backend):
                    "valgrind's virtual CPU may not have (not yet measured under callgrind)")
 
     def prepare(self, subject, precision: str) -> Runner:
+        import torch
+
         label = self.label(subject, precision)
         path = aoti_package(subject, precision)
         with step(f"{label}: loading the AOTInductor package"):
             loaded = torch._inductor.aoti_load_package(str(path))
-        runner = TorchRunner(label, subject.spec.outputs, loaded, DTYPES[precision])
+        runner = TorchRunner(label, subject.spec.outputs, loaded, torch_dtype(precision))
         runner.settings["package"] = str(path)
         return runner

@@ -17,8 +17,10 @@ runtime's int8 machinery is initialised too.
 from __future__ import annotations
 
 from functools import cache
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads with the first warm-up, not with the backend registry
+    import numpy as np
 
 FEATURES = 8
 OPSET = 17
@@ -37,6 +39,7 @@ def tiny_onnx(quantized: bool = False, symmetric: bool = False) -> bytes:
     """The serialized ONNX graph ``y = relu(x @ w + b)``, x: (batch, 8) float32.
     ``symmetric`` quantizes the activations to int8 with zero point 0, the only Q/DQ form
     TensorRT takes."""
+    import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -72,4 +75,6 @@ def tiny_onnx(quantized: bool = False, symmetric: bool = False) -> bytes:
 
 
 def tiny_feed(batch: int = 2) -> dict[str, np.ndarray]:
+    import numpy as np
+
     return {"x": np.linspace(-1, 1, batch * FEATURES, dtype=np.float32).reshape(batch, FEATURES)}
