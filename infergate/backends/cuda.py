@@ -1,25 +1,38 @@
 """What the GPU backends share: is there a CUDA device, which one, and its hidden knobs.
 
-Every check here is cheap on a CPU machine and imports nothing heavy: torch is a core
-dependency (``torch.cuda.is_available()`` answers False at once on a CPU build), and the
-answers are cached for the session. ONNX Runtime, TensorRT and Polygraphy are only imported
-by a backend once a device is known to be there.
+Every check here is cheap on a CPU machine and imports nothing heavy: where no GPU driver is
+loaded the answer is no without asking torch (importing it would cost the collection of the
+matrix a second); elsewhere ``torch.cuda.is_available()`` answers, and the answers are cached
+for the session. ONNX Runtime, TensorRT and Polygraphy are only imported by a backend once a
+device is known to be there.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from infergate.backends.base import Backend
 
 NO_CUDA = "no CUDA device (torch.cuda.is_available() is False)"
+# What a Linux host with a GPU torch could use has: NVIDIA's driver, WSL's GPU bridge, or
+# AMD's (ROCm builds of torch answer torch.cuda too).
+GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
+
+
+def no_gpu_driver() -> bool:
+    """True where torch.cuda.is_available() can only be False: Linux with no GPU driver."""
+    return sys.platform == "linux" and not any(Path(p).exists() for p in GPU_DRIVER_PATHS)
 
 
 @cache
 def cuda_unavailable_reason() -> str | None:
     """Why nothing can run on CUDA here, or None."""
+    if no_gpu_driver():
+        return NO_CUDA
     import torch
 
     return None if torch.cuda.is_available() else NO_CUDA
