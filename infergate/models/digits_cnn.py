@@ -1,12 +1,10 @@
 """Small CNN trained at first use on scikit-learn's bundled 8x8 digits: a model with real
-accuracy to lose, so quantization is judged on a task score, not only on tensor distance."""
+accuracy to lose, so quantization is judged on a task score, not only on tensor distance.
+(torch is imported inside the functions: see ``mlp``.)"""
 
 import hashlib
 from functools import cache
 from pathlib import Path
-
-import torch
-from torch import nn
 
 from infergate.spec import TOO_SMALL_TO_COUNT, Dim, ModelSpec, TaskCheck, input_generator
 
@@ -14,22 +12,30 @@ _STEPS = 100  # full-batch Adam steps: ~98% held-out accuracy in ~2 s on 2 cores
 _TEST_FRACTION = 0.25  # 450 held-out images
 
 
-class DigitsCnn(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-        )
-        self.head = nn.Linear(32 * 4 * 4, 10)
+@cache
+def _digits_cnn() -> type:
+    """The network's class (defined on first use, with torch)."""
+    from torch import nn
 
-    def forward(self, pixels):
-        return (self.head(self.features(pixels).flatten(1)),)
+    class DigitsCnn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+            )
+            self.head = nn.Linear(32 * 4 * 4, 10)
+
+        def forward(self, pixels):
+            return (self.head(self.features(pixels).flatten(1)),)
+
+    return DigitsCnn
 
 
 @cache
 def _split():
     """(x_train, y_train, x_test, y_test) as tensors; the split is fixed by random_state."""
+    import torch
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -42,9 +48,12 @@ def _split():
 
 
 def _train(tmp: Path) -> None:
+    import torch
+    from torch import nn
+
     x, y, _, _ = _split()
     torch.manual_seed(0)
-    model = DigitsCnn()
+    model = _digits_cnn()()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     # Full batch, fixed step count, one thread: no shuffling order and no thread-count
     # dependent reduction order, so machines with different core counts get the same bits.
@@ -60,17 +69,21 @@ def _train(tmp: Path) -> None:
     torch.save(model.state_dict(), tmp / "state_dict.pt")
 
 
-def build(store) -> nn.Module:
+def build(store):
+    import torch
+
     key = {"model": "digits_cnn", "torch": torch.__version__, "steps": _STEPS,
            "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]}
     folder = store.get("weights", key, _train, "training digits_cnn")
     torch.manual_seed(0)
-    model = DigitsCnn()
+    model = _digits_cnn()()
     model.load_state_dict(torch.load(folder / "state_dict.pt", weights_only=True))
     return model.eval()
 
 
 def make_inputs(batch: int, seed: int) -> dict:
+    import torch
+
     x_te = _split()[2]
     gen = input_generator(seed)
     return {"pixels": x_te[torch.randperm(len(x_te), generator=gen)[:batch]].clone()}
@@ -81,6 +94,8 @@ def _task_inputs() -> dict:
 
 
 def _accuracy(logits) -> float:
+    import torch
+
     return float((torch.as_tensor(logits).argmax(1) == _split()[3]).float().mean())
 
 

@@ -1,27 +1,26 @@
 """GPT-2 small (12 layers, 768 wide, transformers' GPT2LMHeadModel), seeded random init:
-next-token logits of a decoder-only LM without a KV cache."""
-
-import torch
-from torch import nn
+next-token logits of a decoder-only LM without a KV cache. (torch is imported inside the
+functions: see ``mlp``.)"""
 
 from infergate.spec import Dim, ModelSpec, input_generator
 
 VOCAB = 50257  # GPT2Config's default vocabulary
 
 
-class NextTokenLogits(nn.Module):
-    def __init__(self, lm):
-        super().__init__()
-        self.lm = lm
-
-    def forward(self, input_ids):
-        # Only the last position: the full (batch, seq, 50257) logits would dominate time
-        # and memory of every comparison while adding nothing a decoder step uses.
-        return (self.lm(input_ids=input_ids, use_cache=False).logits[:, -1, :],)
-
-
-def build(store) -> nn.Module:
+def build(store):
+    import torch
+    from torch import nn
     from transformers import GPT2Config, GPT2LMHeadModel
+
+    class NextTokenLogits(nn.Module):
+        def __init__(self, lm):
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, input_ids):
+            # Only the last position: the full (batch, seq, 50257) logits would dominate time
+            # and memory of every comparison while adding nothing a decoder step uses.
+            return (self.lm(input_ids=input_ids, use_cache=False).logits[:, -1, :],)
 
     # Eager attention: explicit MatMul/Softmax in the exported graph, and it runs in float64.
     config = GPT2Config(use_cache=False, attn_implementation="eager")
@@ -30,6 +29,8 @@ def build(store) -> nn.Module:
 
 
 def make_inputs(batch: int, seed: int, seq: int) -> dict:
+    import torch
+
     gen = input_generator(seed)
     return {"input_ids": torch.randint(0, VOCAB, (batch, seq), generator=gen)}
 

@@ -1,32 +1,34 @@
 """Embedding -> GRU -> linear sequence classifier, seeded random init: the recurrent case,
-where exporters must keep the sequence length dynamic through a loop."""
-
-import torch
-from torch import nn
+where exporters must keep the sequence length dynamic through a loop. (torch is imported
+inside the functions: see ``mlp``.)"""
 
 from infergate.spec import TOO_SMALL_TO_COUNT, Dim, ModelSpec, input_generator
 
 VOCAB, EMBED, HIDDEN, CLASSES = 1000, 32, 64, 4
 
 
-class GruClassifier(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.Embedding(VOCAB, EMBED)
-        self.gru = nn.GRU(EMBED, HIDDEN, num_layers=1, batch_first=True)
-        self.head = nn.Linear(HIDDEN, CLASSES)
+def build(store):
+    import torch
+    from torch import nn
 
-    def forward(self, tokens):
-        _, last = self.gru(self.embed(tokens))  # last: (num_layers, batch, hidden)
-        return (self.head(last[-1]),)
+    class GruClassifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(VOCAB, EMBED)
+            self.gru = nn.GRU(EMBED, HIDDEN, num_layers=1, batch_first=True)
+            self.head = nn.Linear(HIDDEN, CLASSES)
 
+        def forward(self, tokens):
+            _, last = self.gru(self.embed(tokens))  # last: (num_layers, batch, hidden)
+            return (self.head(last[-1]),)
 
-def build(store) -> nn.Module:
     torch.manual_seed(0)
     return GruClassifier().eval()
 
 
 def make_inputs(batch: int, seed: int, seq: int) -> dict:
+    import torch
+
     gen = input_generator(seed)
     return {"tokens": torch.randint(0, VOCAB, (batch, seq), generator=gen)}
 

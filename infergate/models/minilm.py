@@ -2,12 +2,10 @@
 nothing is downloaded): token states plus the sentence-transformers sentence embedding.
 
 ``make_spec`` is shared with ``minilm_short`` (same model, smaller shapes, smoke tier).
+torch is imported inside the functions: see ``mlp``.
 """
 
 from functools import cache
-
-import torch
-from torch import nn
 
 from infergate.precision import Override
 from infergate.spec import Dim, ModelSpec, TaskCheck, input_generator
@@ -94,23 +92,24 @@ def _tokenizer():
     return AutoTokenizer.from_pretrained(_model_path(), local_files_only=True)
 
 
-class SentenceEncoder(nn.Module):
-    def __init__(self, bert):
-        super().__init__()
-        self.bert = bert
-
-    def forward(self, input_ids, attention_mask):
-        # Single-segment inputs: token types are always 0, so they are not a graph input.
-        states = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                           token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
-        # sentence-transformers pooling: mean over real tokens, then L2 normalisation.
-        mask = attention_mask.unsqueeze(-1).to(states.dtype)
-        mean = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return states, nn.functional.normalize(mean, p=2, dim=1)
-
-
-def build(store) -> nn.Module:
+def build(store):
+    import torch
+    from torch import nn
     from transformers import AutoModel
+
+    class SentenceEncoder(nn.Module):
+        def __init__(self, bert):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):
+            # Single-segment inputs: token types are always 0, so they are not a graph input.
+            states = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                               token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+            # sentence-transformers pooling: mean over real tokens, then L2 normalisation.
+            mask = attention_mask.unsqueeze(-1).to(states.dtype)
+            mean = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return states, nn.functional.normalize(mean, p=2, dim=1)
 
     torch.manual_seed(0)
     # Eager attention: an explicit MatMul/Softmax graph that every exporter and quantizer
@@ -127,6 +126,8 @@ def _tokenize(sentences, **kwargs) -> dict:
 
 
 def make_inputs(batch: int, seed: int, seq: int) -> dict:
+    import torch
+
     gen = input_generator(seed)
     order = torch.randperm(len(SENTENCES), generator=gen).repeat(batch // len(SENTENCES) + 1)
     # Pad or truncate to exactly `seq` tokens so the shape is the one asked for.
@@ -141,6 +142,8 @@ def _calibration() -> list[dict]:
 
 
 def _pair_cosines(embeddings):
+    import torch
+
     e = torch.nn.functional.normalize(torch.as_tensor(embeddings, dtype=torch.float64), dim=1)
     return (e[0::2] * e[1::2]).sum(1).numpy()
 

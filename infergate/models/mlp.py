@@ -1,26 +1,30 @@
-"""784 -> 128 -> 10 ReLU classifier: the classic seed example, seeded random init."""
+"""784 -> 128 -> 10 ReLU classifier: the classic seed example, seeded random init.
 
-import torch
-from torch import nn
+torch is imported inside the functions, as in every model here: the registry imports each
+model file to list the matrix, and collecting it must not wait a second for torch."""
 
 from infergate.spec import TOO_SMALL_TO_COUNT, Dim, ModelSpec, input_generator
 
 
-class Mlp(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+def build(store):
+    import torch
+    from torch import nn
 
-    def forward(self, pixels):
-        return (self.net(pixels),)
+    class Mlp(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
 
+        def forward(self, pixels):
+            return (self.net(pixels),)
 
-def build(store) -> nn.Module:
     torch.manual_seed(0)
     return Mlp().eval()
 
 
 def make_inputs(batch: int, seed: int) -> dict:
+    import torch
+
     gen = input_generator(seed)
     # Normalised pixels in [0, 1], like flattened MNIST.
     return {"pixels": torch.rand(batch, 784, generator=gen)}

@@ -1,17 +1,15 @@
 """ResNet-50 (transformers' ResNetForImageClassification, 1000 classes), seeded random init,
-conditioned to behave like a trained network (see ``_condition``)."""
+conditioned to behave like a trained network (see ``_condition``). (torch is imported inside
+the functions: see ``mlp``.)"""
 
 import hashlib
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from infergate.precision import Override
 from infergate.spec import Dim, ModelSpec, input_generator
 
-_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+_MEAN = (0.485, 0.456, 0.406)  # ImageNet normalisation, per channel
+_STD = (0.229, 0.224, 0.225)
 _RESIDUAL_GAIN = 0.2  # residual branches' last BN gain; see _condition
 _CALIBRATION_SEED, _CALIBRATION_IMAGES = 12345, 16
 _LOGIT_STD = 2.0  # typical of a trained ImageNet classifier
@@ -24,14 +22,15 @@ _RANDOM_HEAD = Override(min_top1=0.5, reason=(
     "rounding; cosine/SQNR still apply"))
 
 
-def _random_model() -> nn.Module:
+def _random_model():
+    import torch
     from transformers import ResNetConfig, ResNetForImageClassification
 
     torch.manual_seed(0)
     return ResNetForImageClassification(ResNetConfig(num_labels=1000))
 
 
-def _condition(model: nn.Module) -> None:
+def _condition(model) -> None:
     """Make the random network numerically like a trained one, deterministically.
 
     As initialised, BatchNorm's running stats are (0, 1), so in eval it normalises nothing:
@@ -43,6 +42,9 @@ def _condition(model: nn.Module) -> None:
     the test inputs, and centre and scale the head on the pooled features so logits depend
     on the input instead of a shared offset, with a trained net's spread.
     """
+    import torch
+    from torch import nn
+
     for stage in model.resnet.encoder.stages:
         for block in stage.layers:
             block.layer[-1].normalization.weight.data.mul_(_RESIDUAL_GAIN)
@@ -64,8 +66,18 @@ def _condition(model: nn.Module) -> None:
             module.momentum = 0.1
 
 
-def build(store) -> nn.Module:
+def build(store):
+    import torch
     import transformers
+    from torch import nn
+
+    class Logits(nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values):
+            return (self.model(pixel_values=pixel_values).logits,)
 
     def make(tmp: Path):
         model = _random_model()
@@ -84,22 +96,16 @@ def build(store) -> nn.Module:
     folder = store.get("weights", key, make, "conditioning resnet50")
     model = _random_model()
     model.load_state_dict(torch.load(folder / "state_dict.pt", weights_only=True))
-    return _Logits(model).eval()
-
-
-class _Logits(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values):
-        return (self.model(pixel_values=pixel_values).logits,)
+    return Logits(model).eval()
 
 
 def make_inputs(batch: int, seed: int) -> dict:
+    import torch
+
     gen = input_generator(seed)
     image = torch.rand(batch, 3, 224, 224, generator=gen)
-    return {"pixel_values": (image - _MEAN) / _STD}
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (_MEAN, _STD))
+    return {"pixel_values": (image - mean) / std}
 
 
 SPEC = ModelSpec(
