@@ -10,8 +10,6 @@ between calls, so the work over a loop is proportional to the model's.
 
 from __future__ import annotations
 
-import numpy as np
-
 UNIT = 48  # one unit: a 48x48x48 GEMM
 # Units are sized (counted) this many at a time: the counter's own switching overhead would
 # otherwise inflate one unit's count by about a fifth, and the injected work fall short.
@@ -20,16 +18,19 @@ SIZING_UNITS = 100
 
 class InjectedWork:
     def __init__(self, fraction: float):
+        import numpy as np  # here, not at module top: the plugin imports this module
+
         rng = np.random.default_rng(0)
         self.a = rng.standard_normal((UNIT, UNIT), dtype=np.float32)
         self.out = np.empty_like(self.a)
+        self._matmul = np.matmul
         self.fraction = fraction
         self.per_call = 0.0  # units after each inference; set by ``size``
         self._carry = 0.5  # rounds to the nearest unit, not down: +2 % stays +2 %
 
     def unit(self, count: int = 1) -> None:
         for _ in range(count):
-            np.matmul(self.a, self.a, out=self.out)
+            self._matmul(self.a, self.a, out=self.out)
 
     def size(self, model_cost: float, unit_cost: float) -> None:
         """Units per call for ``fraction`` of ``model_cost`` (both in one currency)."""
