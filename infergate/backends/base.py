@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,13 @@ if TYPE_CHECKING:  # numpy loads with the first output, not with the backend reg
     import numpy as np
 
 TIERS_ORDER = {"smoke": 0, "full": 1}
+
+
+@cache
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported here, found without importing it; asked once per
+    session (the matrix asks for every combination of every test: ~400 times)."""
+    return importlib.util.find_spec(module) is not None
 
 
 def host_array(value) -> np.ndarray:
@@ -120,7 +128,7 @@ class Backend:
         """Why this backend (at ``precision``) cannot run here, or None.
         Cheap: finds modules without importing the framework."""
         for module in self.requires + self.precision_requires.get(precision, ()):
-            if importlib.util.find_spec(module) is None:
+            if not installed(module):
                 return f"{self.name}: python package '{module}' is not installed"
         return None
 
