@@ -14,7 +14,9 @@ def test_a_session_without_infergate_tests_writes_nothing(pytester):
     pytester.makepyfile(test_plain="def test_one():\n    assert True\n")
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
-    left = {p.name for p in pytester.path.iterdir()} - {".benchmarks"}  # pytest-benchmark's
+    # pytest-benchmark's own folder, and Python's bytecode where it writes it (not under
+    # PYTHONDONTWRITEBYTECODE), are not infergate's.
+    left = {p.name for p in pytester.path.iterdir()} - {".benchmarks", "__pycache__"}
     assert left == {"test_plain.py"}  # no reports/, no .cache/
 
 
