@@ -10,9 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from infergate import baselines, machine_id
+from infergate import machine_id
 from infergate.history import cli as history_cli
-from infergate.report import ReportError, load_results, merge, write_reports
+from infergate.perf import baselines
+from infergate.report.document import ReportError, load_results, merge, write_reports
 
 
 def _parser() -> argparse.ArgumentParser:

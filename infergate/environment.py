@@ -6,7 +6,7 @@ import os
 import platform
 from functools import cache
 
-from infergate.artifacts import versions
+from infergate.build.artifacts import versions
 
 LIBRARIES = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu",
              "openvino", "transformers", "numpy", "pytest")

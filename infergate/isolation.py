@@ -333,10 +333,10 @@ class IsolatedRunner(Runner):
 
 def localise_in_worker(pool: WorkerPool, subject, backend, precision: str, feed,
                        limit_s: float, label: str):
-    """``infergate.localise.localise`` in a worker of its own (the pool's spare), closed
+    """``infergate.accuracy.localise.localise`` in a worker of its own (the pool's spare), closed
     after: a crash or hang there costs the localisation (its note says so), never the test's
     verdict or the combination's worker, whose runner is still open."""
-    from infergate.localise import Localisation, not_available
+    from infergate.accuracy.localise import Localisation, not_available
 
     unavailable = not_available(backend, label)
     if unavailable:  # said without a worker
@@ -409,8 +409,8 @@ class _Server:
                                               precision)
 
     def _subject(self, spec, cache_dir, fingerprint):
-        from infergate.artifacts import ArtifactStore
-        from infergate.subject import ModelUnderTest
+        from infergate.build.artifacts import ArtifactStore
+        from infergate.build.subject import ModelUnderTest
 
         key = (tuple(spec), cache_dir, fingerprint)
         if key not in self.subjects:  # built once: its torch module and exports are reused
@@ -419,7 +419,7 @@ class _Server:
         return self.subjects[key]
 
     def localise(self, spec, backend, precision, cache_dir, fingerprint, feed):
-        from infergate.localise import localise
+        from infergate.accuracy.localise import localise
 
         return localise(self._subject(spec, cache_dir, fingerprint), find_backend(*backend),
                         precision, feed)

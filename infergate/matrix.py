@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from infergate.accuracy.precision import PRECISIONS
 from infergate.backends import Backend, all_backends
 from infergate.models import all_models, project_models
-from infergate.precision import PRECISIONS
 from infergate.spec import ModelSpec
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from infergate.precision import PRECISIONS, Override
+from infergate.accuracy.precision import PRECISIONS, Override
 
 TIERS = ("smoke", "full")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infergate.artifacts import ArtifactStore
+from infergate.build.artifacts import ArtifactStore
 from infergate.models import all_models
 
 if TYPE_CHECKING:  # both bring torch and numpy: loaded by the first test that needs a model
-    from infergate.reference import Reference
-    from infergate.subject import ModelUnderTest
+    from infergate.accuracy.reference import Reference
+    from infergate.build.subject import ModelUnderTest
 
 
 class Workspace:
@@ -22,7 +22,7 @@ class Workspace:
 
     def subject(self, model: str) -> ModelUnderTest:
         if model not in self._subjects:
-            from infergate.subject import ModelUnderTest
+            from infergate.build.subject import ModelUnderTest
 
             self._subjects[model] = ModelUnderTest(all_models()[model], self.store)
         return self._subjects[model]
@@ -31,7 +31,7 @@ class Workspace:
         """The model's reference, made once; ``runner_for`` (see Reference) at the first
         call decides where PyTorch runs."""
         if model not in self._references:
-            from infergate.reference import Reference
+            from infergate.accuracy.reference import Reference
 
             self._references[model] = Reference(self.subject(model), runner_for=runner_for)
         return self._references[model]

@@ -9,7 +9,7 @@ import torch
 from _pytest import pytester as _pytester
 from torch import nn
 
-from infergate.artifacts import ArtifactStore
+from infergate.build.artifacts import ArtifactStore
 from infergate.spec import Dim, ModelSpec
 
 
@@ -148,7 +148,7 @@ def controlled_timings(monkeypatch):
     match). A verdict of the gate then depends on the code under test, never on the runner's
     load. ``control()`` returns the list of (source, slowdown, factor) of each probe so far.
     """
-    from infergate import probe
+    from infergate.perf import probe
 
     real = probe.spawn_probe
     jitter = itertools.cycle(CONTROLLED_JITTER)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from infergate.artifacts import ArtifactError, ArtifactStore, digest
-from infergate.subject import ModelUnderTest
+from infergate.build.artifacts import ArtifactError, ArtifactStore, digest
+from infergate.build.subject import ModelUnderTest
 
 
 def test_digest_is_order_independent_and_sensitive():
@@ -66,8 +66,8 @@ def test_an_edit_to_the_exporter_or_transforms_is_a_new_artifact(tiny_spec, stor
                                                                  monkeypatch):
     import types
 
-    from infergate import onnx_export, onnx_transforms
-    from infergate.artifacts import code_digest
+    from infergate.build import onnx_export, onnx_transforms
+    from infergate.build.artifacts import code_digest
 
     module = types.ModuleType("edited")
     module.__file__ = str(tmp_path / "edited.py")
@@ -79,7 +79,7 @@ def test_an_edit_to_the_exporter_or_transforms_is_a_new_artifact(tiny_spec, stor
     subject = ModelUnderTest(tiny_spec, store)
     key = dict(subject.onnx_key)
     assert key["exporter"] == code_digest(onnx_export)
-    monkeypatch.setattr("infergate.subject.code_digest", lambda m: "edited")
+    monkeypatch.setattr("infergate.build.subject.code_digest", lambda m: "edited")
     assert ModelUnderTest(tiny_spec, store).onnx_key != key
     assert onnx_transforms._CODE == code_digest(onnx_transforms)
 

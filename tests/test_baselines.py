@@ -6,9 +6,10 @@ import re
 import numpy as np
 import pytest
 
-from infergate import baselines
-from infergate.baselines import BaselineError, BaselineStore, judge_latency, judge_memory
-from infergate.measure import Calibration, Protocol, Stats, measure_latency
+from infergate.perf import baselines, gate
+from infergate.perf.baselines import BaselineError, BaselineStore
+from infergate.perf.gate import judge_latency, judge_memory
+from infergate.perf.measure import Calibration, Protocol, Stats, measure_latency
 
 
 def processes(scale=1.0, norm_scale=None, n=3, spread=0.01, seed=0):
@@ -28,7 +29,7 @@ def baseline(libraries=None, n=5, spread=0.01):
             else baselines.environment.describe()["libraries"]}
 
 
-PRIOR = {"normalised": baselines.Spread(0.01, 40), "absolute": baselines.Spread(0.01, 40)}
+PRIOR = {"normalised": gate.Spread(0.01, 40), "absolute": gate.Spread(0.01, 40)}
 
 
 def judge(current, base=None, **kw):
@@ -60,7 +61,7 @@ def test_a_threshold_sized_slowdown_fails_even_when_its_estimate_lands_just_belo
 
 def test_small_but_significant_slowdown_within_threshold_passes():
     verdict = judge(processes(1.04, spread=0.003), baseline(spread=0.003),
-                    priors={k: baselines.Spread(0.003, 40) for k in PRIOR})
+                    priors={k: gate.Spread(0.003, 40) for k in PRIOR})
     assert verdict.status == "pass" and verdict.figures["normalised_p_slower"] < 0.001
 
 
@@ -80,7 +81,7 @@ def test_improvement_is_a_visible_note_not_a_failure():
 
 def test_scattered_processes_are_insufficient_and_strict_fails_them():
     noisy = processes(1.08, n=1)
-    wide = {k: baselines.Spread(0.06, 40) for k in PRIOR}  # processes scatter by 6 %
+    wide = {k: gate.Spread(0.06, 40) for k in PRIOR}  # processes scatter by 6 %
     verdict = judge(noisy, priors=wide)
     assert verdict.status == "insufficient" and verdict
     assert "holds both no change and a threshold-sized slowdown" in str(verdict)
@@ -92,24 +93,24 @@ def test_scattered_processes_are_insufficient_and_strict_fails_them():
 
 
 def test_more_processes_narrow_the_interval():
-    wide = {k: baselines.Spread(0.03, 40) for k in PRIOR}
+    wide = {k: gate.Spread(0.03, 40) for k in PRIOR}
     one, three = judge(processes(1.0, n=1), priors=wide), judge(processes(1.0), priors=wide)
     width = [v.figures["normalised_ci_high"] - v.figures["normalised_ci_low"] for v in (one, three)]
     assert width[1] < 0.75 * width[0]
 
 
 def test_confirmation_measures_more_processes_only_when_undecided_or_regressed():
-    wide = {k: baselines.Spread(0.03, 40) for k in PRIOR}
+    wide = {k: gate.Spread(0.03, 40) for k in PRIOR}
     extra = []
 
     def another():
         extra.append(processes(1.0, n=1, seed=len(extra) + 10)[0])
         return extra[-1]
 
-    calm = baselines.judge_processes("x", processes(0.97, n=1), another, baseline(), priors=PRIOR)
+    calm = gate.judge_processes("x", processes(0.97, n=1), another, baseline(), priors=PRIOR)
     assert calm.status == "pass" and not extra
     undecided = processes(1.06, n=1)
-    verdict = baselines.judge_processes("x", undecided, another, baseline(), priors=wide,
+    verdict = gate.judge_processes("x", undecided, another, baseline(), priors=wide,
                                         confirm=2)
     assert len(extra) == 2 and len(undecided) == 3 and verdict.figures["processes"] == 3
     assert "(3 fresh processes vs 5 in the baseline)" in str(verdict)
@@ -118,7 +119,7 @@ def test_confirmation_measures_more_processes_only_when_undecided_or_regressed()
 def test_no_more_processes_when_none_could_decide():
     extra = []
     # Whole runs scatter by 8 %: however many processes, 0 and +10 % both stay in the interval.
-    verdict = baselines.judge_processes("x", processes(1.02, n=1), lambda: extra.append(1),
+    verdict = gate.judge_processes("x", processes(1.02, n=1), lambda: extra.append(1),
                                         baseline(), priors=PRIOR, run_spread=0.08)
     assert verdict.status == "insufficient" and verdict.figures["resolvable"] is False
     assert not extra
@@ -131,7 +132,7 @@ def test_a_regression_is_judged_on_every_confirmation_process():
         extra.append(processes(1.5, n=1, seed=len(extra) + 10)[0])
         return extra[-1]
 
-    verdict = baselines.judge_processes("x", processes(1.5, n=1), another, baseline(),
+    verdict = gate.judge_processes("x", processes(1.5, n=1), another, baseline(),
                                         priors=PRIOR, confirm=4)
     assert verdict.status == "regressed" and verdict.figures["processes"] == 5 and len(extra) == 4
 
@@ -152,15 +153,15 @@ def test_pooled_spread_uses_entries_with_several_processes_above_the_floor():
         {"p50_ms": 0.02, "normalised": v} for v in (1.0, 2.0)]}}
     entries["single/b/fp32"] = {"latency": {"p50_ms": 5.0, "processes": [
         {"p50_ms": 5.0, "normalised": 1.0}]}}
-    spread = baselines.pooled_spread(entries, "normalised", floor_ms=1.0)
+    spread = gate.pooled_spread(entries, "normalised", floor_ms=1.0)
     assert spread.dof == 30 * 4 and spread.sd == pytest.approx(0.02, rel=0.15)
-    assert baselines.pooled_spread(entries, "normalised").sd > 0.04  # the tiny one dominates
+    assert gate.pooled_spread(entries, "normalised").sd > 0.04  # the tiny one dominates
 
 
 def test_between_run_spread_keeps_a_runner_offset_from_failing_a_calm_combination():
     # Five calm processes, 12 % slower than a calm baseline: a new runner, not a regression
     # anyone can prove from one run when whole runs scatter by 3 %.
-    calm = {k: baselines.Spread(0.003, 40) for k in PRIOR}
+    calm = {k: gate.Spread(0.003, 40) for k in PRIOR}
     current = processes(1.12, n=5, spread=0.003)
     old = baseline(spread=0.003)
     assert judge(current, old, priors=calm).status == "regressed"
@@ -218,7 +219,7 @@ def memory_baseline(model=100.0, runtime=40.0):
 
 
 def test_memory_gate_judges_the_model_figure_with_threshold_and_slack():
-    base, slack = memory_baseline(), baselines.MEMORY_SLACK_MB
+    base, slack = memory_baseline(), gate.MEMORY_SLACK_MB
     limit = 100.0 * 1.1 + slack
     assert judge_memory("x", measured(limit - 0.5), base).status == "pass"
     verdict = judge_memory("x", measured(limit + 0.5), base)
@@ -242,11 +243,11 @@ def test_runtime_overhead_moved_by_the_host_is_reported_not_gated():
 def test_a_baseline_from_before_the_model_figure_is_not_compared():
     old = {**baseline(), "memory": {"peak_rss_mb": 60.4}}  # every entry taken before issue 11
     verdict = judge_memory("mlp-openvino-fp32", measured(4.4, runtime=78.8), old)
-    assert verdict.status == baselines.OUTDATED and verdict  # a skip, never a failure
+    assert verdict.status == gate.OUTDATED and verdict  # a skip, never a failure
     assert "predates the model-memory figure" in str(verdict) and "60.4 MB" in str(verdict)
     assert "pytest suites/performance --infergate-update-baselines" in str(verdict)
     assert "baseline_mb" not in verdict.figures and verdict.figures["model_peak_mb"] == 4.4
-    assert baselines.outdated_memory_note("x", memory_baseline()) is None
+    assert gate.outdated_memory_note("x", memory_baseline()) is None
 
 
 def test_store_merges_atomically_and_keeps_other_entries(tmp_path):
@@ -360,11 +361,11 @@ def test_probe_processes_start_with_a_fixed_memory_layout():
     import subprocess
     import sys
 
-    from infergate.probe import _fixed_layout, address_randomization
+    from infergate.perf.probe import _fixed_layout, address_randomization
 
     if address_randomization() is None:
         pytest.skip("personality(2) is not available here")
-    code = "from infergate.probe import address_randomization as a; print(a())"
+    code = "from infergate.perf.probe import address_randomization as a; print(a())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          preexec_fn=_fixed_layout, check=True).stdout.strip()
     assert out == "False"
@@ -385,7 +386,7 @@ def alternating(scale, spread=0.01, confirm=8, **kw):
             return probe_results(scale_, spread=spread, seed=len(order))[0]
         return run
 
-    verdict = baselines.judge_alternating(
+    verdict = gate.judge_alternating(
         "x", current, [], measure("C", scale), measure("R", 1.0), against="main (abc)",
         threads=1, dims={}, confirm=confirm, **kw)
     return verdict, order, current

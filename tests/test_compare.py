@@ -1,4 +1,4 @@
-"""infergate.compare against hand-computed cases, plus a few properties."""
+"""infergate.accuracy.compare against hand-computed cases, plus a few properties."""
 
 import json
 import math
@@ -9,14 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from infergate.compare import (
+from infergate.accuracy.compare import (
     OutputMetrics,
     ShapeMismatch,
     judge,
     metrics,
     task_verdict,
 )
-from infergate.precision import DEFAULT_TOLERANCES, Tolerance
+from infergate.accuracy.precision import DEFAULT_TOLERANCES, Tolerance
 
 FP32 = DEFAULT_TOLERANCES["fp32"]
 

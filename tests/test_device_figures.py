@@ -9,15 +9,16 @@ import sys
 
 import pytest
 
-from infergate import baselines, machine_id, probe
+from infergate import machine_id
 from infergate.backends.base import Backend, Runner
 from infergate.backends.device_time import CudaEventTimer, DeviceFigures
 from infergate.backends.gpu_memory import MB, device_memory_figures
 from infergate.backends.ort_gpu import with_compute_stream
-from infergate.measure import DeviceTimeResult, measure_device_time
-from infergate.probe import run_probe
-from infergate.report_view import perf_table, performance_rows
-from infergate.subject import ModelUnderTest
+from infergate.build.subject import ModelUnderTest
+from infergate.perf import baselines, gate, probe
+from infergate.perf.measure import DeviceTimeResult, measure_device_time
+from infergate.perf.probe import run_probe
+from infergate.report.view import perf_table, performance_rows
 from tests.conftest import build_tiny, make_tiny_spec
 from tests.test_gpu_backends import fake_nvml
 
@@ -256,21 +257,21 @@ def device_baseline(times=(1.00, 1.01, 0.99, 1.00, 1.00), model_mb=80.0, allocat
 
 def test_device_time_gate():
     base = device_baseline()
-    judge = baselines.judge_device_time
+    judge = gate.judge_device_time
     assert judge("c", [1.0, 1.005, 0.995], base).status == "pass"
     slow = judge("c", [1.30, 1.31, 1.29], base)
     assert slow.status == "regressed" and not slow
     assert "device p50 +30 %" in str(slow) and "3 fresh processes vs 5" in str(slow)
     assert judge("c", [0.70, 0.71, 0.69], base).status == "improved"
     # a wide scatter cannot tell +10 % from nothing
-    assert judge("c", [1.10], base, prior=baselines.Spread(0.2, 40)).status == "insufficient"
+    assert judge("c", [1.10], base, prior=gate.Spread(0.2, 40)).status == "insufficient"
     old = judge("c", [1.0], baselines.make_entry([process(2.0)], threads=1, dims={}))
-    assert old.status == baselines.NO_DEVICE_BASELINE and old  # skipped, never a failure
+    assert old.status == gate.NO_DEVICE_BASELINE and old  # skipped, never a failure
 
 
 def test_device_memory_gate_judges_each_figure_both_have():
     base = device_baseline(model_mb=80.0, allocator_mb=12.0)
-    judge = baselines.judge_device_memory
+    judge = gate.judge_device_memory
     assert judge("c", {"model_device_mb": 84.0, "allocator_peak_mb": 12.5}, base).status == "pass"
     grown = judge("c", {"model_device_mb": 84.0, "allocator_peak_mb": 40.0}, base)
     assert grown.status == "regressed" and "allocator peak +233 %" in str(grown)
@@ -278,7 +279,7 @@ def test_device_memory_gate_judges_each_figure_both_have():
     assert judge("c", {"allocator_peak_mb": 12.0}, base).status == "pass"
     assert judge("c", {"model_device_mb": 400.0}, base).status == "regressed"
     none = judge("c", {}, base)
-    assert none.status == baselines.NO_DEVICE_BASELINE and "none" in str(none)
+    assert none.status == gate.NO_DEVICE_BASELINE and "none" in str(none)
 
 
 def test_baseline_diff_shows_device_figures_of_gpu_entries():
@@ -298,7 +299,7 @@ def test_baseline_diff_shows_device_figures_of_gpu_entries():
 def test_device_spread_pools_processes_of_gpu_entries_only():
     entries = {"a": device_baseline(times=(1.0, 1.1)), "b": device_baseline(times=(2.0, 2.0)),
                "cpu": baselines.make_entry([process(2.0), process(2.2)], threads=1, dims={})}
-    spread = baselines.pooled_device_spread(entries)
+    spread = gate.pooled_device_spread(entries)
     assert spread.dof == 2
     assert spread.sd == pytest.approx(math.sqrt((math.log(1.1) / 2) ** 2 * 2 / 2))
 

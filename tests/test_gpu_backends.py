@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from infergate.accuracy.precision import PRECISIONS
 from infergate.backends import Runner, all_backends
 from infergate.backends.cuda import DeviceFeedCache
 from infergate.backends.gpu_memory import MB, nvml_process_mb, torch_cuda_mb, trt_engine_mb
@@ -29,7 +30,6 @@ from infergate.backends.tensorrt_runner import (
 )
 from infergate.backends.torch_compile import DEVICE_ENV, compile_device
 from infergate.matrix import Selection
-from infergate.precision import PRECISIONS
 from infergate.spec import Dim
 from tests.conftest import make_tiny_spec
 

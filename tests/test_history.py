@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from infergate.__main__ import main
 from infergate.history.ingest import ingest
 from infergate.history.store import HistoryError, Store, meta, results, runs
-from infergate.report import build_document
+from infergate.report.document import build_document
 from tests import postgres
 
 REPO = Path(__file__).resolve().parent.parent

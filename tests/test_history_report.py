@@ -13,7 +13,7 @@ import pytest
 from infergate.__main__ import main
 from infergate.history.ingest import ingest
 from infergate.history.store import Store
-from infergate.report_html import COLOURS
+from infergate.report.html import COLOURS
 from tests.test_history import ENV, document
 
 

@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from infergate import instructions
 from infergate.backends import all_backends
-from infergate.injected import InjectedWork
+from infergate.perf import instructions
+from infergate.perf.injected import InjectedWork
 
 BASE = {"per_inference": 94.45e6, "spread": 0.0002, "processes": [94.45e6, 94.46e6, 94.47e6]}
 
@@ -128,7 +128,7 @@ def test_the_shim_counts_only_between_start_and_stop_under_real_valgrind(tmp_pat
     shim = instructions.shim_path(tmp_path)
     script = textwrap.dedent(f"""
         import sys
-        from infergate.instructions import Shim
+        from infergate.perf.instructions import Shim
         shim = Shim({str(shim)!r})
         assert shim.on_valgrind
         def work(n):

@@ -9,9 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from infergate.backends import all_backends
-from infergate.isolation import WorkerPool, localise_in_worker
-from infergate.localise import (
+from infergate.accuracy.localise import (
     GROWTH,
     Layer,
     Localisation,
@@ -22,10 +20,12 @@ from infergate.localise import (
     rel_rmse,
     shown_rows,
 )
-from infergate.precision import Tolerance
-from infergate.report import build_document
-from infergate.report_html import render_html
-from infergate.subject import ModelUnderTest
+from infergate.accuracy.precision import Tolerance
+from infergate.backends import all_backends
+from infergate.build.subject import ModelUnderTest
+from infergate.isolation import WorkerPool, localise_in_worker
+from infergate.report.document import build_document
+from infergate.report.html import render_html
 from tests import planted
 from tests.conftest import REPO
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from infergate import baselines, machine_id
+from infergate import machine_id
+from infergate.perf import baselines
 
 DATA = Path(__file__).parent / "data" / "cpuinfo"
 REPO = Path(__file__).resolve().parents[1]

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from infergate import instructions
 from infergate.backends import all_backends
 from infergate.models import all_models
-from infergate.revision import PROJECT
+from infergate.perf import instructions
+from infergate.perf.revision import PROJECT
 from infergate.spec import PerfOverride
 
 

@@ -5,9 +5,9 @@ import sys
 import pytest
 
 from infergate import models
+from infergate.accuracy.precision import PRECISIONS, Override
 from infergate.matrix import Selection, SelectionError
 from infergate.models import all_models
-from infergate.precision import PRECISIONS, Override
 from infergate.spec import Dim, SpecError
 from tests.conftest import make_tiny_spec
 

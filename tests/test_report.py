@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infergate.report import SCHEMA, build_document, write_reports
+from infergate.report.document import SCHEMA, build_document, write_reports
 
 EVIL = 'tensor <b>"x"</b> & <script>alert(1)</script>'
 ENV = {"python": "3.11.7", "platform": "Linux-x86_64", "cpu": "Test CPU", "cpu_count": 2,

@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from infergate.report import write_reports
+from infergate.report.document import write_reports
 from tests.test_report import sample_document
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

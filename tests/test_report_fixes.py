@@ -8,9 +8,9 @@ import re
 import xml.etree.ElementTree as ET
 
 from infergate.plugin.results import _slim
-from infergate.report import build_document
-from infergate.report_html import render_html
-from infergate.report_markdown import render_markdown
+from infergate.report.document import build_document
+from infergate.report.html import render_html
+from infergate.report.markdown import render_markdown
 from tests.test_report import ENV, entry
 
 MESSAGE = ("mlp-ort_cpu-int8: fail; 'logits': max_abs 0.2, rmse 0.05, cosine 0.99912, "

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from infergate.report import merge, write_reports
+from infergate.report.document import merge, write_reports
 from tests.test_report import ENV, accuracy, cli, entry, latency, sample_document, save
 
 # Two kinds of runner whose CPUs print the same name, cores and OS: only the hardware id

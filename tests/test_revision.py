@@ -2,7 +2,7 @@
 
 import pytest
 
-from infergate.revision import PROJECT, RevisionError, checkout, prepare
+from infergate.perf.revision import PROJECT, RevisionError, checkout, prepare
 
 pytestmark = pytest.mark.skipif(not (PROJECT / ".git").exists(),
                                 reason="not a git checkout: --perf-against needs one")
@@ -29,7 +29,7 @@ def test_an_installed_infergate_says_it_has_no_revisions_to_time(tmp_path, monke
     site = tmp_path / "site-packages"
     (site / "infergate").mkdir(parents=True)
     (site / "infergate" / "__init__.py").write_text("")
-    monkeypatch.setattr("infergate.revision.PROJECT", site)
+    monkeypatch.setattr("infergate.perf.revision.PROJECT", site)
     with pytest.raises(RevisionError, match=r"this infergate is installed .*site-packages"):
         checkout("HEAD", tmp_path / "cache")
 

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
+from infergate.accuracy.compare import ExactMetrics
+from infergate.accuracy.reference import Reference
 from infergate.backends import Backend, RunnerError, all_backends
-from infergate.compare import ExactMetrics
+from infergate.build.subject import ModelUnderTest
 from infergate.environment import cpu_flags
-from infergate.reference import Reference
-from infergate.subject import ModelUnderTest
 from tests.conftest import build_dict_tiny, build_labelled_tiny, make_tiny_spec
 
 CASES = [(b, p) for b in all_backends().values() for p in b.precisions]

@@ -14,8 +14,12 @@ from onnx import TensorProto, numpy_helper
 from infergate.backends import all_backends
 from infergate.backends import tensorrt_runner as trt_runner
 from infergate.backends.cuda import CudaBackend
-from infergate.onnx_transforms import qdq_int8_symmetric_onnx, static_fp8_onnx, static_int8_onnx
-from infergate.subject import ModelUnderTest
+from infergate.build.onnx_transforms import (
+    qdq_int8_symmetric_onnx,
+    static_fp8_onnx,
+    static_int8_onnx,
+)
+from infergate.build.subject import ModelUnderTest
 
 
 @pytest.fixture

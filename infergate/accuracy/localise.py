@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infergate.precision import tolerance_for
+from infergate.accuracy.precision import tolerance_for
 from infergate.progress import step
 
 if TYPE_CHECKING:  # numpy loads when a failure is localised (the plugin imports this module)

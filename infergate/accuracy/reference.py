@@ -8,10 +8,10 @@ from functools import cached_property
 
 import numpy as np
 
+from infergate.accuracy.compare import judge, task_verdict
+from infergate.accuracy.precision import TORCH_COMPARABLE, tolerance_for
 from infergate.backends.torch_eager import TorchEager
-from infergate.compare import judge, task_verdict
-from infergate.precision import TORCH_COMPARABLE, tolerance_for
-from infergate.subject import to_numpy
+from infergate.build.subject import to_numpy
 
 
 class Reference:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from infergate.backends.base import Backend, Runner, RunnerError
 from infergate.backends.warmup import tiny_feed, tiny_onnx
-from infergate.onnx_transforms import static_int8_onnx
+from infergate.build.onnx_transforms import static_int8_onnx
 
 # precision -> (ONNX to read, INFERENCE_PRECISION_HINT). int8 comes from the QDQ graph;
 # the layers left unquantized run in f32.

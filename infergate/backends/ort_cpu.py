@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from infergate.backends.base import Backend, Runner
 from infergate.backends.warmup import tiny_feed, tiny_onnx
-from infergate.onnx_transforms import dynamic_int8_onnx, fp16_onnx, static_int8_onnx
+from infergate.build.onnx_transforms import dynamic_int8_onnx, fp16_onnx, static_int8_onnx
 
 ONNX_FOR_PRECISION = {
     "fp32": lambda subject: subject.onnx_path,

@@ -16,14 +16,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from infergate.artifacts import digest, versions
 from infergate.backends.base import Runner
 from infergate.backends.cuda import CudaBackend, DeviceFeedCache, device_facts, gpu_name
 from infergate.backends.device_time import DeviceFigures
 from infergate.backends.gpu_memory import nvml_process_mb
 from infergate.backends.ort_cpu import OrtRunner, warm_session
 from infergate.backends.tensorrt_runner import profile_shapes
-from infergate.onnx_transforms import fp16_onnx, qdq_int8_symmetric_onnx
+from infergate.build.artifacts import digest, versions
+from infergate.build.onnx_transforms import fp16_onnx, qdq_int8_symmetric_onnx
 
 IOBINDING_ENV = "INFERGATE_ORT_IOBINDING"
 IOBINDING_MODES = ("device", "host")

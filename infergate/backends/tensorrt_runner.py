@@ -19,13 +19,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from infergate.artifacts import digest, versions
 from infergate.backends.base import Runner
 from infergate.backends.cuda import CudaBackend, device_facts, gpu_name
 from infergate.backends.device_time import DeviceFigures
 from infergate.backends.gpu_memory import nvml_process_mb, trt_engine_mb
 from infergate.backends.warmup import FEATURES, tiny_feed, tiny_onnx
-from infergate.onnx_transforms import qdq_int8_symmetric_onnx, static_fp8_onnx
+from infergate.build.artifacts import digest, versions
+from infergate.build.onnx_transforms import qdq_int8_symmetric_onnx, static_fp8_onnx
 
 # precision -> CreateConfig flags. A Q/DQ graph needs its precision's flag too: the flag
 # allows int8/fp8 kernels, the graph's Q/DQ nodes say where they run. fp16 beside fp8 lets

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from infergate.backends.base import Backend, Runner
 from infergate.backends.warmup import FEATURES, tiny_feed
-from infergate.model_outputs import named_outputs
+from infergate.build.model_outputs import named_outputs
 
 if TYPE_CHECKING:  # torch and numpy load when a runner is built, not when the matrix is
     import numpy as np

@@ -8,10 +8,10 @@ from __future__ import annotations
 import hashlib
 import sys
 
-from infergate.artifacts import code_digest, versions
 from infergate.backends.base import Backend, Runner
 from infergate.backends.torch_compile import use_inductor_cache
 from infergate.backends.torch_eager import TorchRunner, convert_module, to_torch, torch_dtype
+from infergate.build.artifacts import code_digest, versions
 from infergate.environment import cpu_flags
 from infergate.progress import step
 
@@ -24,7 +24,7 @@ def aoti_package(subject, precision: str):
     def build(tmp):
         import torch
 
-        from infergate.onnx_export import dynamic_shapes
+        from infergate.build.onnx_export import dynamic_shapes
 
         module = convert_module(subject.module, precision)
         feed = subject.inputs(seed=0)

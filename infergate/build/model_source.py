@@ -15,7 +15,7 @@ from types import ModuleType
 # modules by the exporter's digest. Only the user's project is walked.
 _INSTALLED = tuple({Path(sysconfig.get_paths()[k]).resolve()
                     for k in ("stdlib", "platstdlib", "purelib", "platlib")})
-_HARNESS = Path(__file__).resolve().parent
+_HARNESS = Path(__file__).resolve().parents[1]  # the infergate package
 _MODELS = _HARNESS / "models"  # the built-in models are project code like a user's
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from infergate.model_outputs import export_order
+from infergate.build.model_outputs import export_order
 from infergate.spec import ModelSpec
 
 OPSET = 18

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infergate.artifacts import code_digest, digest, versions
+from infergate.build.artifacts import code_digest, digest, versions
 
 if TYPE_CHECKING:  # numpy loads with the first quantization, not with the backend registry
     import numpy as np

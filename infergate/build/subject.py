@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from infergate import onnx_export
-from infergate.artifacts import ArtifactStore, code_digest, versions
-from infergate.model_source import source_digest
-from infergate.onnx_export import OPSET, export_onnx
+from infergate.build import onnx_export
+from infergate.build.artifacts import ArtifactStore, code_digest, versions
+from infergate.build.model_source import source_digest
+from infergate.build.onnx_export import OPSET, export_onnx
 from infergate.spec import ModelSpec
 
 

@@ -55,7 +55,7 @@ def _fail(action: str, message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from infergate.history.store import HistoryError, Store, default_url
-    from infergate.report import ReportError, load_results
+    from infergate.report.document import ReportError, load_results
 
     action = args.history_command
     try:
@@ -124,7 +124,7 @@ def add_compare_parser(commands) -> None:
 def compare(args: argparse.Namespace) -> int:
     from infergate.history import compare as side_by_side
     from infergate.history.store import HistoryError, Store, default_url
-    from infergate.report import ReportError, load_results
+    from infergate.report.document import ReportError, load_results
 
     store = None
     try:

@@ -12,7 +12,7 @@ from html import escape
 from pathlib import Path
 
 from infergate.history.ingest import result_row
-from infergate.report_view import SYMBOLS
+from infergate.report.view import SYMBOLS
 
 # The figure a test is judged on, then a second one shown beside it.
 KEY_FIGURES = {"test_latency": ("normalised", "p50_ms"), "test_memory": ("memory_mb",),

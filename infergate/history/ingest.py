@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from infergate.history.store import Store, results, runs
-from infergate.report_view import machine_label, number
+from infergate.report.view import machine_id as hardware_id
+from infergate.report.view import machine_label, number
 
 REASON_CHARS = 4000  # a crash's stderr tail is enough to recognise it; the report keeps all
 
@@ -76,10 +77,8 @@ def result_row(entry: dict) -> dict:
 
 
 def machine_id(env: dict) -> str:
-    machine = env.get("machine")
-    if isinstance(machine, dict) and machine.get("id"):
-        return str(machine["id"])
-    return machine_label(env)  # results from before the hardware id: the CPU's name
+    # Results from before the hardware id: the CPU's name.
+    return hardware_id(env) or machine_label(env)
 
 
 def _created(document: dict, source: str) -> datetime:

@@ -19,7 +19,7 @@ from infergate.atomic import atomic_write_text
 from infergate.history.changes import Change, Point, find_changes
 from infergate.history.series import Filter
 from infergate.history.store import FIGURES, Store, results, runs
-from infergate.report_html import COLOURS
+from infergate.report.html import COLOURS
 
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 430, 150, 68, 10, 18, 22
 UNITS = {"p50_ms": "p50 ms", "normalised": "p50 × calibration", "instructions":

@@ -22,7 +22,7 @@ from infergate.history.changes import find_changes
 from infergate.history.ingest import ingest
 from infergate.history.series import Filter, load_series
 from infergate.history.store import Store
-from infergate.report import build_document
+from infergate.report.document import build_document
 
 
 def night_document(night: int, machine: str, combos: int, rng) -> dict:

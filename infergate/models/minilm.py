@@ -7,7 +7,7 @@ torch is imported inside the functions: see ``mlp``.
 
 from functools import cache
 
-from infergate.precision import Override
+from infergate.accuracy.precision import Override
 from infergate.spec import Dim, ModelSpec, TaskCheck, input_generator
 
 SENTENCES = (

@@ -5,7 +5,7 @@ the functions: see ``mlp``.)"""
 import hashlib
 from pathlib import Path
 
-from infergate.precision import Override
+from infergate.accuracy.precision import Override
 from infergate.spec import Dim, ModelSpec, input_generator
 
 _MEAN = (0.485, 0.456, 0.406)  # ImageNet normalisation, per channel

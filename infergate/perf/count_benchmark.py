@@ -1,12 +1,12 @@
 """Benchmark of the instruction-count gate itself (not part of CI; results go in the README).
 
-    python -m infergate.count_benchmark --combos minilm_short-ort_cpu-fp32,... \\
+    python -m infergate.perf.count_benchmark --combos minilm_short-ort_cpu-fp32,... \\
         --aa 10 --slowdowns 0.02,0.05 --repeats 4 --out docs/count-benchmark.json
 
 For each combination: a baseline of ``instructions.BASELINE_PROCESSES`` processes (as
 ``--infergate-update-baselines`` takes it), then ``--aa`` verdicts on unchanged code and
 ``--repeats``
-verdicts per injected slowdown (real work, sized in instructions: ``infergate.injected``).
+verdicts per injected slowdown (real work, sized in instructions: ``infergate.perf.injected``).
 Each verdict follows the suite's flow: one process, confirmed by more when it moved
 (``--no-confirm``: the first process only). Counts do not depend on load, so every process
 runs in parallel, one per core.
@@ -25,13 +25,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from infergate import environment, instructions, progress
-from infergate.artifacts import ArtifactStore
+from infergate import environment, progress
 from infergate.atomic import atomic_write_text
 from infergate.backends import all_backends
+from infergate.build.artifacts import ArtifactStore
+from infergate.build.subject import ModelUnderTest
 from infergate.models import all_models
-from infergate.probe import counted_request, run_counted
-from infergate.subject import ModelUnderTest
+from infergate.perf import instructions
+from infergate.perf.probe import counted_request, run_counted
 
 
 def _parse(combo: str) -> tuple[str, str, str]:
@@ -129,7 +130,7 @@ def summarise(results: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infergate.count_benchmark",
+    parser = argparse.ArgumentParser(prog="python -m infergate.perf.count_benchmark",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--combos", default="", help="comma list of model-backend-precision")
     parser.add_argument("--from", dest="earlier", type=Path, action="append", default=[],

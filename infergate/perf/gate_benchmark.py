@@ -1,6 +1,7 @@
 """Benchmarks of the performance gate itself (not part of CI; results go in the README).
 
-    python -m infergate.gate_benchmark --combos minilm_short-ort_cpu-fp32,minilm_short-openvino-int8
+    python -m infergate.perf.gate_benchmark \
+        --combos minilm_short-ort_cpu-fp32,minilm_short-openvino-int8
 
 For each combination: a baseline of ``--baseline-processes`` fresh processes taken in rounds
 (as ``--infergate-update-baselines`` does), then ``--repeats`` rounds, each with one unchanged (A/A)
@@ -22,24 +23,23 @@ import time
 from pathlib import Path
 
 from infergate import progress
-from infergate.artifacts import ArtifactStore
 from infergate.atomic import atomic_write_text
 from infergate.backends import all_backends
-from infergate.baselines import (
+from infergate.build.artifacts import ArtifactStore
+from infergate.build.subject import ModelUnderTest
+from infergate.models import all_models
+from infergate.perf.baselines import FIGURES, make_entry
+from infergate.perf.gate import (
     CONFIRM,
     CONFIRM_AB,
-    FIGURES,
     judge_alternating,
     judge_latency,
     judge_processes,
-    make_entry,
     pooled_spread,
 )
-from infergate.measure import Protocol, measure_latency, pin_threads
-from infergate.models import all_models
-from infergate.probe import run_probe
-from infergate.revision import checkout, prepare, run_reference_probe
-from infergate.subject import ModelUnderTest
+from infergate.perf.measure import Protocol, measure_latency, pin_threads
+from infergate.perf.probe import run_probe
+from infergate.perf.revision import checkout, prepare, run_reference_probe
 
 
 def fixed_median_gate(current: dict, baseline: dict, threshold: float) -> bool:
@@ -209,7 +209,7 @@ def summarise(results: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infergate.gate_benchmark",
+    parser = argparse.ArgumentParser(prog="python -m infergate.perf.gate_benchmark",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--combos",
                         default="minilm_short-ort_cpu-fp32,minilm_short-openvino-int8")

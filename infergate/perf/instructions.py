@@ -154,10 +154,10 @@ def dump_totals(directory: Path) -> dict[str, int]:
 
 
 def spawn_counted(request: dict, *, source: Path, preexec_fn=None) -> dict:
-    """Run ``python -m infergate.probe`` under callgrind with instrumentation off except
+    """Run ``python -m infergate.perf.probe`` under callgrind with instrumentation off except
     around the probe's counted loop; returns the probe's reply with ``instructions`` added."""
     from infergate.failures import ChildFailure, describe_exit, run_child
-    from infergate.probe import ProbeError
+    from infergate.perf.probe import ProbeError
 
     label = f"{request['model']}-{request['backend']}-{request['precision']}"
     with tempfile.TemporaryDirectory(prefix="callgrind-") as tmp:
@@ -168,7 +168,7 @@ def spawn_counted(request: dict, *, source: Path, preexec_fn=None) -> dict:
                    [str(source), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                    f"--callgrind-out-file={tmp}/callgrind.out.%p", "--error-limit=no",
-                   sys.executable, "-m", "infergate.probe"]
+                   sys.executable, "-m", "infergate.perf.probe"]
         try:
             proc = run_child(command, input=json.dumps(request), env=env, timeout=TIMEOUT_S,
                              preexec_fn=preexec_fn, cwd=source)
@@ -243,7 +243,7 @@ def judge(label: str, counts: list[float], baseline: dict, *, threshold: float =
     and a threshold-sized change is not ruled out (a real +2 % that measures +1.9 % must not
     pass a 2 % gate); insufficient when the baseline's processes disagreed by more than half
     the threshold (the count is not reproducible enough to judge at that threshold)."""
-    from infergate.baselines import PerfVerdict
+    from infergate.perf.gate import PerfVerdict
 
     old, new = baseline["per_inference"], min(counts)
     spread_seen = baseline.get("spread", 0.0)

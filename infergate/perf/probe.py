@@ -1,4 +1,5 @@
-"""One performance measurement in a fresh process: ``python -m infergate.probe < request.json``.
+"""One performance measurement in a fresh process:
+``python -m infergate.perf.probe < request.json``.
 
 A fresh process per combination keeps memory peaks and allocator state from leaking between
 measurements, and makes figures independent of test order. The request names the combination,
@@ -24,7 +25,7 @@ from pathlib import Path
 from infergate.backends.device_time import DeviceFigures
 from infergate.backends.gpu_memory import device_memory_figures
 from infergate.failures import ChildFailure, describe_exit, run_child
-from infergate.injected import InjectedWork
+from infergate.perf.injected import InjectedWork
 
 MB = 2**20
 TIMEOUT_S = 900
@@ -50,7 +51,7 @@ def run_probe(subject, backend, precision: str, *, threads: int, min_time_s: flo
                             subject.fingerprint, dims=subject.spec.benchmark_dims(),
                             threads=threads, min_time_s=min_time_s, slowdown=slowdown)
     request.update(where_found(subject, backend))
-    return spawn_probe(request, source=Path(__file__).resolve().parents[1],
+    return spawn_probe(request, source=Path(__file__).resolve().parents[2],
                        lock_dir=subject.store.root)
 
 
@@ -66,7 +67,7 @@ def counted_request(subject, backend, precision: str, *, slowdown: float = 0.0,
                     prepare=None) -> dict:
     """The request for counting one combination under callgrind (``spawn_counted``), its
     artifacts built first, as for ``run_probe``."""
-    from infergate.instructions import shim_path
+    from infergate.perf.instructions import shim_path
 
     if prepare is None:
         backend.prepare(subject, precision)
@@ -83,9 +84,9 @@ def counted_request(subject, backend, precision: str, *, slowdown: float = 0.0,
 def run_counted(request: dict) -> dict:
     """Count in a fresh process under callgrind, with this tree's infergate and the probes'
     fixed memory layout."""
-    from infergate.instructions import spawn_counted
+    from infergate.perf.instructions import spawn_counted
 
-    return spawn_counted(request, source=Path(__file__).resolve().parents[1],
+    return spawn_counted(request, source=Path(__file__).resolve().parents[2],
                          preexec_fn=_fixed_layout)
 
 
@@ -108,7 +109,7 @@ def probe_request(model: str, backend: str, precision: str, cache_dir: Path, fin
 
 
 def spawn_probe(request: dict, *, source: Path, lock_dir: Path) -> dict:
-    """Run ``python -m infergate.probe`` with the infergate found in ``source`` (this one, or
+    """Run ``python -m infergate.perf.probe`` with the infergate found in ``source`` (this one, or
     another revision's for A/B) and return its reply."""
     # A fixed hash seed and no address-space randomisation give every probe the same memory
     # layout: on this machine type that took the MLP's between-process scatter from tens of
@@ -118,7 +119,7 @@ def spawn_probe(request: dict, *, source: Path, lock_dir: Path) -> dict:
     label = f"{request['model']}-{request['backend']}-{request['precision']}"
     with measurement_lock(lock_dir):
         try:
-            proc = run_child([sys.executable, "-m", "infergate.probe"],
+            proc = run_child([sys.executable, "-m", "infergate.perf.probe"],
                              input=json.dumps(request), env=env, timeout=TIMEOUT_S,
                              preexec_fn=_fixed_layout,
                              cwd=source)  # `-m` puts the cwd first on sys.path
@@ -199,10 +200,10 @@ def _rss_parts_mb() -> dict[str, float]:
 def _combination(request: dict):
     """The request's backend, its model under test (artifacts found by the fingerprint, no
     torch module built) and the seeded feed."""
-    from infergate.artifacts import ArtifactStore
     from infergate.backends import all_backends
+    from infergate.build.artifacts import ArtifactStore
+    from infergate.build.subject import ModelUnderTest
     from infergate.models import all_models
-    from infergate.subject import ModelUnderTest
 
     if "spec_ref" in request:
         from infergate.isolation import find_backend, find_spec
@@ -216,13 +217,13 @@ def _combination(request: dict):
 
 
 def probe(request: dict) -> dict:
-    from infergate.measure import pin_threads
+    from infergate.perf.measure import pin_threads
 
     threads = request["threads"]
     pinned = pin_threads(threads)  # before frameworks start their pools
 
     from infergate.backends.warmup import build_graphs
-    from infergate.measure import (
+    from infergate.perf.measure import (
         Calibration,
         Protocol,
         current_rss_bytes,
@@ -334,7 +335,7 @@ class NvmlPhases:
 def _device_figures(runner, feed, nvml: NvmlPhases) -> dict:
     """Device time after the host measurement (its events' cost stays out of the gated host
     figures), then NVML's reading after the runs."""
-    from infergate.measure import measure_device_time
+    from infergate.perf.measure import measure_device_time
 
     runner.timer = runner.device_timer()
     try:
@@ -349,9 +350,9 @@ def _device_figures(runner, feed, nvml: NvmlPhases) -> dict:
 def count(request: dict) -> dict:
     """Under callgrind: instrument only ``CALLS`` warm inferences (``spawn_counted`` reads the
     dump). Injected work is sized in instructions, from one counted call and one unit."""
-    from infergate.injected import SIZING_UNITS
-    from infergate.instructions import CALLS, LOOP_DUMP, WARMUP, Shim, dump_totals
-    from infergate.measure import pin_threads
+    from infergate.perf.injected import SIZING_UNITS
+    from infergate.perf.instructions import CALLS, LOOP_DUMP, WARMUP, Shim, dump_totals
+    from infergate.perf.measure import pin_threads
 
     clock = [time.perf_counter()]  # phase ends, for the cost of counting (valgrind's time)
     pinned = pin_threads(1)

@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 class RevisionError(RuntimeError):
@@ -88,10 +88,10 @@ def checkout(rev: str, cache_root: Path) -> Checkout:
 _PREPARE = """
 import json, sys
 from pathlib import Path
-from infergate.artifacts import ArtifactStore
+from infergate.build.artifacts import ArtifactStore
 from infergate.backends import all_backends
 from infergate.models import all_models
-from infergate.subject import ModelUnderTest
+from infergate.build.subject import ModelUnderTest
 model, backend, precision, cache = sys.argv[1:5]
 if model not in all_models() or backend not in all_backends():
     print(json.dumps({"missing": True})); sys.exit(0)
@@ -120,7 +120,7 @@ def run_reference_probe(ref: Checkout, fingerprint: str, model: str, backend: st
                         lock_dir: Path) -> dict:
     """One fresh-process measurement with the revision's code and artifacts (``prepare``
     first), under the same lock as this tree's probes."""
-    from infergate.probe import probe_request, spawn_probe
+    from infergate.perf.probe import probe_request, spawn_probe
 
     request = probe_request(model, backend, precision, ref.cache_dir, fingerprint, dims=dims,
                             threads=threads, min_time_s=min_time_s)

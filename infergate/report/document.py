@@ -15,9 +15,9 @@ from pathlib import Path
 
 from infergate import environment
 from infergate.atomic import atomic_write_text
-from infergate.report_html import render_html
-from infergate.report_markdown import render_markdown
-from infergate.report_view import OUTCOMES, machine_id, machine_label
+from infergate.report.html import render_html
+from infergate.report.markdown import render_markdown
+from infergate.report.view import OUTCOMES, machine_id, machine_label
 
 SCHEMA = "infergate.results/1"
 

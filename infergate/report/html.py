@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from html import escape
 
-from infergate.report_view import (
+from infergate.report.view import (
     BROKEN,
     FIGURES,
     OUTCOMES,
@@ -363,8 +363,9 @@ def _without_messages(entry: dict) -> dict:
 
 
 def _localisation_svg(entry: dict, width: int = 640, height: int = 150) -> str:
-    """Error against PyTorch eager vs depth (``localisation.layers``, infergate.localise), log
-    scale: the curve of where a combination went wrong, its first divergent layer in red."""
+    """Error against PyTorch eager vs depth (``localisation.layers``, from
+    infergate.accuracy.localise), log scale: the curve of where a combination went wrong, its
+    first divergent layer in red."""
     found = entry.get("localisation") or {}
     layers = [(m, float(e)) for m, _, e in found.get("layers") or () if e is not None]
     axis = Axis.fit([e for _, e in layers] + [found.get("limit")], log=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from infergate.report_view import (
+from infergate.report.view import (
     FIGURES,
     OUTCOMES,
     SYMBOLS,

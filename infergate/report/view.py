@@ -9,7 +9,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from infergate.precision import PRECISIONS
+from infergate.accuracy.precision import PRECISIONS
 
 # crashed / timeout: the backend's worker process died or outlived its limit (isolation.py).
 OUTCOMES = ("passed", "failed", "error", "crashed", "timeout", "xfailed", "xpassed", "skipped")

@@ -4,7 +4,7 @@ Measured by the same fresh-process probe as test_latency and test_memory."""
 
 import pytest
 
-from infergate.baselines import NO_DEVICE_BASELINE, judge_device_memory, judge_device_time
+from infergate.perf.gate import NO_DEVICE_BASELINE, judge_device_memory, judge_device_time
 
 
 def _device(combo, measurement) -> dict:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from infergate import baselines
+from infergate.perf import baselines
 from infergate.plugin.performance import REPLAY, feed_benchmark
 
 

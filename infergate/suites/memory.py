@@ -3,7 +3,8 @@ stored baseline; the runtime's own overhead is reported beside it, not gated."""
 
 import pytest
 
-from infergate.baselines import MEMORY_FIGURES, OUTDATED, judge_memory
+from infergate.perf.baselines import MEMORY_FIGURES
+from infergate.perf.gate import OUTDATED, judge_memory
 
 
 @pytest.mark.matrix(performance=True)

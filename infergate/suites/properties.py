@@ -5,8 +5,8 @@ imported then, not when the matrix is collected (see ``infergate.plugin.properti
 
 import pytest
 
+from infergate.accuracy.precision import tolerance_for
 from infergate.plugin.properties import given_data
-from infergate.precision import tolerance_for
 
 # Cap draws so one example stays well under a second on 2 cores.
 MAX_DRAW = {"batch": 8, "seq": 64}
@@ -24,7 +24,7 @@ def draw_sizes(data, spec) -> dict[str, int]:
 
 
 def fp32_check(combo, actual, expected, label):
-    from infergate.compare import judge  # numpy: when a test judges, not at collection
+    from infergate.accuracy.compare import judge  # numpy: when a test judges, not at collection
 
     tolerance, reasons = tolerance_for(combo.spec.tolerances, combo.backend.name, "fp32")
     return judge(actual, expected, tolerance, label=label, logits=combo.spec.logits,

@@ -3,7 +3,7 @@
 import pytest
 
 from infergate import progress
-from infergate.artifacts import SESSION_ENV, ArtifactError, ArtifactStore
+from infergate.build.artifacts import SESSION_ENV, ArtifactError, ArtifactStore
 
 
 @pytest.fixture

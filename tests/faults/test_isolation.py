@@ -133,8 +133,8 @@ def test_no_home_ci_set_and_no_stdin_change_nothing(project, pytester, monkeypat
 def test_a_runner_whose_worker_the_pool_closed_opens_again(store):
     """The reference's PyTorch runner stays active for the session; the pool keeps only a
     few workers and closes the least recently used. That is no crash: it re-opens."""
+    from infergate.build.subject import ModelUnderTest
     from infergate.isolation import TIER_LIMITS, IsolatedRunner, WorkerPool
-    from infergate.subject import ModelUnderTest
 
     pool = WorkerPool(size=1)
     torch_backend = all_backends()["torch"]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from infergate import probe
+from infergate.perf import probe
 
 SELECT = ("--models", "mlp", "--backends", "torch,ort_cpu", "--precisions", "fp32",
           "--perf-min-time", "0.05", "--baseline-processes", "2", "--benchmark-disable",

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from infergate.backends import RunnerError
-from infergate.model_outputs import named_outputs
+from infergate.build.model_outputs import named_outputs
 from infergate.models import _load, all_models
 from infergate.spec import SpecError
 

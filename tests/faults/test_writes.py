@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from infergate.baselines import BaselineError, BaselineStore
+from infergate.perf.baselines import BaselineError, BaselineStore
 
 ONE = ("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32")
 
@@ -46,7 +46,7 @@ def test_a_corrupt_baseline_is_moved_aside_by_an_update(project, pytester):
                         tests=("test_memory.py",))  # learns this machine's file name
     candidate = next((pytester.path / "out").glob("baseline-candidate-*.json"))
     own = folder / (json.loads(candidate.read_text())["machine"]["id"] + ".json")
-    own.write_text('{"schema": "infergate.baselines/1", "entries": {tr')  # torn
+    own.write_text('{"schema": "infergate.perf.baselines/1", "entries": {tr')  # torn
     result, _ = project(*ONE, "--baseline-processes", "1", "--perf-min-time", "0.05",
                         tests=("test_memory.py",))
     result.assert_outcomes(failed=1)  # judging against it: an error naming the file
