@@ -43,16 +43,23 @@ def run_probe(subject, backend, precision: str, *, threads: int, min_time_s: flo
     this one), so the probe's memory and cold start never include an export or a
     quantization.
     """
+    request = _prepared_request(subject, backend, precision, prepare, threads=threads,
+                                min_time_s=min_time_s, slowdown=slowdown)
+    return spawn_probe(request, source=Path(__file__).resolve().parents[2],
+                       lock_dir=subject.store.root)
+
+
+def _prepared_request(subject, backend, precision: str, prepare, **settings) -> dict:
+    """The combination's artifacts built (by ``prepare``, else here), then the request a fresh
+    process measures it from."""
     if prepare is None:
         backend.prepare(subject, precision)
     else:
         prepare()
     request = probe_request(subject.spec.name, backend.name, precision, subject.store.root,
-                            subject.fingerprint, dims=subject.spec.benchmark_dims(),
-                            threads=threads, min_time_s=min_time_s, slowdown=slowdown)
+                            subject.fingerprint, dims=subject.spec.benchmark_dims(), **settings)
     request.update(where_found(subject, backend))
-    return spawn_probe(request, source=Path(__file__).resolve().parents[2],
-                       lock_dir=subject.store.root)
+    return request
 
 
 def where_found(subject, backend) -> dict:
@@ -69,14 +76,8 @@ def counted_request(subject, backend, precision: str, *, slowdown: float = 0.0,
     artifacts built first, as for ``run_probe``."""
     from infergate.perf.instructions import shim_path
 
-    if prepare is None:
-        backend.prepare(subject, precision)
-    else:
-        prepare()
-    request = probe_request(subject.spec.name, backend.name, precision, subject.store.root,
-                            subject.fingerprint, dims=subject.spec.benchmark_dims(),
-                            threads=1, min_time_s=0.0, slowdown=slowdown)
-    request.update(where_found(subject, backend))
+    request = _prepared_request(subject, backend, precision, prepare, threads=1,
+                                min_time_s=0.0, slowdown=slowdown)
     request["shim"] = str(shim_path(subject.store.root))
     return request
 
