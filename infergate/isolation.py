@@ -68,6 +68,10 @@ class WorkerError(RuntimeError):
     """A Python exception inside the worker (the worker lives on): its type, message and
     traceback as the worker saw them."""
 
+    def __init__(self, text: str, kind: str = "", message: str = ""):
+        super().__init__(text)
+        self.kind, self.message = kind, message  # the worker's exception: type name, str()
+
 
 def _write(stream, message) -> None:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
@@ -140,7 +144,7 @@ class Worker:
         if reply[0] == "error":
             _, kind, message, trace = reply
             raise WorkerError(f"{label}: {step} raised {kind}: {message}\n"
-                              f"in the worker:\n{trace}")
+                              f"in the worker:\n{trace}", kind, message)
         return reply[1]
 
     def _receive(self, label: str, step: str, limit_s: float):

@@ -108,3 +108,23 @@ def test_model_files_from_the_command_line_and_the_ini_run_in_worker_processes(p
     assert outcomes == dict.fromkeys(
         [f"{m}-{b}-fp32" for m in ("from_ini", "from_option") for b in ("torch", "ort_cpu")],
         "passed")
+
+
+@pytest.mark.parametrize("isolation", ["process", "off"])
+def test_outputs_not_matching_forward_end_the_run_with_one_usage_error(project, pytester,
+                                                                       isolation):
+    """Only running the model shows it: the first test that does ends the session with one
+    usage error naming the file and the field, not a failure per combination."""
+    path = model_file(pytester.path, "two_for_one")
+    path.write_text(path.read_text().replace("return self.linear(x)",
+                                             "return self.linear(x), x"))
+    result, data = project("--infergate-model-file", str(path), "--infergate-backends",
+                           "torch,ort_cpu,openvino", "--infergate-precisions", "fp32",
+                           "--infergate-isolation", isolation)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()[-3000:]
+    errors = [line for line in result.stderr.lines if line.startswith("ERROR:")]
+    assert errors == [f"ERROR: {path}: ModelSpec 'two_for_one': outputs: the model's forward "
+                      "returned a tuple of 2 tensors; its ModelSpec declares outputs ['y']: "
+                      "forward must return one tensor, a tuple of tensors in that order, or a "
+                      "dict with exactly those names (nested levels joined with '.')"], errors
+    assert len(data["results"]) == 1  # the first combination showed it; the rest never ran

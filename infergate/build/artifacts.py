@@ -21,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from infergate import progress
+from infergate.spec import SpecError
 
 
 class ArtifactError(RuntimeError):
@@ -138,6 +139,9 @@ class ArtifactStore:
         try:
             with progress.step(f"{describe} (cache miss: {final})"):
                 build(tmp)
+        except SpecError:  # the model's spec is wrong, not the build: nothing worth keeping
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         except Exception as exc:
             shutil.rmtree(kept, ignore_errors=True)
             tmp.rename(kept)

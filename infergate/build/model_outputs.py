@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+from infergate.spec import SpecError
+
+
+class OutputsMismatch(SpecError):
+    """``forward`` returned other outputs than the ModelSpec declares: the spec's error, which
+    the plugin turns into one usage error naming the model file (``plugin/spec_errors``)."""
+
+    KIND = "OutputsMismatch"  # how a worker process reports it (its type's name)
+
+    @staticmethod
+    def detail(message: str) -> str:
+        """The message without the combination label it starts with."""
+        return message.split(": ", 1)[-1]
+
 
 def flatten_outputs(outputs, prefix: str = "") -> list[tuple[str, object]]:
     """``forward``'s result as (name, leaf) pairs in the order torch's exporters flatten it:
@@ -45,9 +59,7 @@ def named_outputs(label: str, names: tuple[str, ...], outputs) -> dict:
         got = f"outputs named {[n for n, _ in leaves]}"
     else:
         got = f"a {type(outputs).__name__} of {len(leaves)} tensors"
-    from infergate.backends.base import RunnerError  # the backends package imports this one
-
-    raise RunnerError(f"{label}: the model's forward returned {got}; its ModelSpec declares "
+    raise OutputsMismatch(f"{label}: the model's forward returned {got}; its ModelSpec declares "
                       f"outputs {list(names)}: forward must return one tensor, a tuple of "
                       f"tensors in that order, or a dict with exactly those names (nested "
                       f"levels joined with '.')")

@@ -170,6 +170,13 @@ def project_models() -> tuple[str, ...]:
     return tuple(name for name, (_, where) in _all().items() if where is not None)
 
 
+def defined_in(name: str) -> str:
+    """Where the model named ``name`` is defined, as its usage errors name it: the model file,
+    the entry point, or the built-in module."""
+    spec, where = _all()[name]
+    return where or str(sys.modules[spec.build.__module__].__file__)
+
+
 def source_file(spec: ModelSpec) -> str:
     """The model file a worker process loads ``spec`` from ("" where it is importable by its
     module name: built-in, entry point, or defined elsewhere in importable code)."""

@@ -11,6 +11,7 @@ pytest_plugins = [
     "infergate.plugin.options",
     "infergate.plugin.isolation",
     "infergate.plugin.matrix",
+    "infergate.plugin.spec_errors",
     "infergate.plugin.results",
     "infergate.plugin.history",
     "infergate.plugin.shard",

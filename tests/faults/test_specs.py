@@ -6,8 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from infergate.backends import RunnerError
-from infergate.build.model_outputs import named_outputs
+from infergate.build.model_outputs import OutputsMismatch, named_outputs
 from infergate.models import _load, all_models
 from infergate.spec import SpecError
 
@@ -29,9 +28,9 @@ def test_a_spec_missing_a_field_names_its_file(tmp_path, monkeypatch):
     (lambda: (torch.zeros(1), 3), "int at '1', not a tensor"),
 ])
 def test_a_forward_that_does_not_return_the_declared_tuple_is_one_clear_error(returned, got):
-    with pytest.raises(RunnerError, match=r"m-torch-fp32: the model's forward returned "
-                                          rf"{re.escape(got)}.*"
-                                          r"declares outputs \['logits', 'energy'\]"):
+    with pytest.raises(OutputsMismatch, match=r"m-torch-fp32: the model's forward returned "
+                                              rf"{re.escape(got)}.*"
+                                              r"declares outputs \['logits', 'energy'\]"):
         named_outputs("m-torch-fp32", ("logits", "energy"), returned())
 
 

@@ -1,0 +1,69 @@
+"""A model whose ``forward`` returns other outputs than its ModelSpec declares is the spec's
+error, not the backend's. Only running the model shows it, so the first test that runs it ends
+the session with one usage error naming the model file and the field, instead of a failure
+for every combination."""
+
+from __future__ import annotations
+
+import pytest
+
+from infergate.build.model_outputs import OutputsMismatch
+from infergate.isolation import WorkerError
+
+_KEY = "infergate_spec_error"  # a report's user property: reaches xdist's controller too
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(SpecErrors(), "infergate-spec-errors")
+
+
+def _mismatch(exc: BaseException | None) -> str:
+    """The mismatch's message where ``exc`` is one or was caused by one (in this process or
+    in a worker), else ""."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OutputsMismatch):
+            return str(exc)
+        if isinstance(exc, WorkerError) and exc.kind == OutputsMismatch.KIND:
+            return exc.message
+        exc = exc.__cause__ or exc.__context__
+    return ""
+
+
+class SpecErrors:
+    def __init__(self):
+        self.usage = ""
+        self.session = None
+
+    def pytest_sessionstart(self, session):
+        self.session = session
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        report = yield
+        combo = getattr(getattr(item, "callspec", None), "params", {}).get("combo")
+        message = _mismatch(call.excinfo.value) if call.excinfo and combo else ""
+        if message:
+            from infergate.models import defined_in
+
+            usage = (f"{defined_in(combo.spec.name)}: ModelSpec {combo.spec.name!r}: "
+                     f"outputs: {OutputsMismatch.detail(message)}")
+            report.longrepr = usage  # the backend's traceback says nothing more
+            report.user_properties.append((_KEY, usage))
+        return report
+
+    def pytest_runtest_logreport(self, report):
+        usage = dict(report.user_properties).get(_KEY)
+        if usage and not self.usage:
+            self.usage = usage
+            self.session.shouldstop = "a ModelSpec's outputs do not match its forward"
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session):
+        try:
+            return (yield)
+        finally:
+            # An xdist worker only stops; its controller, which saw the report, says why.
+            if self.usage and not hasattr(session.config, "workerinput"):
+                raise pytest.UsageError(self.usage)
