@@ -121,3 +121,37 @@ def test_an_edit_to_a_helper_the_model_imports_rebuilds_its_export(tmp_path, mon
     finally:
         for name in ("userproj.model", "userproj.blocks", "userproj"):
             sys.modules.pop(name, None)
+
+
+def test_an_edit_to_a_module_build_imports_lazily_changes_the_fingerprint(tmp_path,
+                                                                          monkeypatch):
+    """A model file may keep torch off its top level (fast collection) and import its network
+    inside ``build``: the modules defining the built layers are part of the key too."""
+    import importlib
+    import sys
+
+    package = tmp_path / "lazyproj"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    nets = package / "nets.py"
+    nets.write_text("import torch\n\nclass Net(torch.nn.Sequential):\n"
+                    "    def __init__(self):\n        super().__init__(torch.nn.Linear(6, 3))\n")
+    (package / "model.py").write_text(
+        "from infergate.spec import Dim, ModelSpec\n"
+        "def build(store):\n    import torch\n    from lazyproj.nets import Net\n"
+        "    torch.manual_seed(0)\n    return Net().eval()\n"
+        "def make_inputs(batch, seed):\n    import torch\n    return {'x': torch.randn(batch, 6)}\n"
+        "SPEC = ModelSpec(name='lazy_model', build=build, make_inputs=make_inputs,\n"
+        "                 outputs=('y',), dims={'batch': Dim(1, 4, 2)},\n"
+        "                 dynamic_axes={'x': {0: 'batch'}})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        spec = importlib.import_module("lazyproj.model").SPEC
+        store = ArtifactStore(tmp_path / "cache")
+        first = ModelUnderTest(spec, store).fingerprint
+        assert ModelUnderTest(spec, store).fingerprint == first
+        nets.write_text(nets.read_text() + "# v2\n")
+        assert ModelUnderTest(spec, store).fingerprint != first
+    finally:
+        for name in ("lazyproj.model", "lazyproj.nets", "lazyproj"):
+            sys.modules.pop(name, None)

@@ -38,10 +38,12 @@ class ModelUnderTest:
 
     @cached_property
     def fingerprint(self) -> str:
-        """Changes when the model's code (its module and the project modules it imports),
-        weights or declared shapes change."""
+        """Changes when the model's code (its module, the project modules it imports, and
+        those defining the built module's layers, which ``build`` may import lazily), weights
+        or declared shapes change."""
         h = hashlib.sha256(self.spec.name.encode())
-        h.update(source_digest(self.spec.build, self.spec.make_inputs).encode())
+        layers = dict.fromkeys(type(m) for m in self.module.modules())
+        h.update(source_digest(self.spec.build, self.spec.make_inputs, *layers).encode())
         h.update(repr(sorted((k, repr(v)) for k, v in self.spec.dims.items())).encode())
         h.update(repr(sorted(self.spec.dynamic_axes.items())).encode())
         for name, tensor in self.module.state_dict().items():
