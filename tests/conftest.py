@@ -123,9 +123,13 @@ def project(pytester, tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _no_ci_step_summary(monkeypatch):
+def _scratch_sessions_stand_alone(monkeypatch):
     # Scratch sessions would append their summaries to the real CI job summary.
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    # Under `pytest tests -n 2` these describe this xdist worker, not a scratch session:
+    # pytest-benchmark reads PYTEST_XDIST_WORKER and disables itself in every nested run.
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
 
 
 # Controlled timings (issue 11): what every probe reports, before slowdown and jitter. The p50

@@ -1,6 +1,7 @@
 """A backend that crashes, aborts, is killed or hangs costs its own tests, never the run."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -72,9 +73,11 @@ def test_a_crashed_xdist_worker_leaves_a_crashed_result_not_a_null_one(project, 
     'crashed' in results.json and the reports, as pytest counts it failed."""
     # xdist workers build their own registry: the fault goes in through the scratch conftest.
     conftest = pytester.path / "conftest.py"
-    # Only in the xdist workers' own processes: this conftest is also imported here.
+    # Only in the scratch run's xdist workers: this conftest is also imported here, where
+    # PYTEST_XDIST_WORKER is set too when the self-tests run under xdist.
     conftest.write_text(conftest.read_text() + (
-        "\nimport os\nif os.environ.get('PYTEST_XDIST_WORKER'):\n"
+        "\nimport os\n"
+        f"if os.environ.get('PYTEST_XDIST_WORKER') and os.getpid() != {os.getpid()}:\n"
         f"    import sys\n    sys.path.insert(0, {str(REPO)!r})\n"
         "    import infergate.matrix\n    from tests.faults.injected import faulty_backend\n"
         "    _planted = {**infergate.matrix.all_backends(), "
