@@ -59,10 +59,10 @@ def named_outputs(label: str, names: tuple[str, ...], outputs) -> dict:
         got = f"outputs named {[n for n, _ in leaves]}"
     else:
         got = f"a {type(outputs).__name__} of {len(leaves)} tensors"
-    raise OutputsMismatch(f"{label}: the model's forward returned {got}; its ModelSpec declares "
-                      f"outputs {list(names)}: forward must return one tensor, a tuple of "
-                      f"tensors in that order, or a dict with exactly those names (nested "
-                      f"levels joined with '.')")
+    raise OutputsMismatch(f"{label}: the model's forward returned {got}; its ModelSpec "
+                          f"declares outputs {list(names)}: forward must return one tensor, a "
+                          f"tuple of tensors in that order, or a dict with exactly those names "
+                          f"(nested levels joined with '.')")
 
 
 def export_order(label: str, names: tuple[str, ...], outputs) -> list[str]:

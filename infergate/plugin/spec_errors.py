@@ -9,6 +9,7 @@ import pytest
 
 from infergate.build.model_outputs import OutputsMismatch
 from infergate.isolation import WorkerError
+from infergate.models import defined_in
 
 _KEY = "infergate_spec_error"  # a report's user property: reaches xdist's controller too
 
@@ -45,8 +46,6 @@ class SpecErrors:
         combo = getattr(getattr(item, "callspec", None), "params", {}).get("combo")
         message = _mismatch(call.excinfo.value) if call.excinfo and combo else ""
         if message:
-            from infergate.models import defined_in
-
             usage = (f"{defined_in(combo.spec.name)}: ModelSpec {combo.spec.name!r}: "
                      f"outputs: {OutputsMismatch.detail(message)}")
             report.longrepr = usage  # the backend's traceback says nothing more
