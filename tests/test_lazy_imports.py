@@ -55,3 +55,31 @@ def test_collecting_the_suites_imports_no_framework(tier):
         f"collecting the {tier} tier imported {sorted(set(result['imported']) - allowed)}: "
         f"import it where a test needs it (python -X importtime -m pytest --collect-only "
         f"suites shows who imports it)")
+
+
+# A fresh probe process, as spawn_probe starts it, reporting what it imported.
+PROBE = """
+import json, sys
+from infergate.perf import probe
+probe.probe(json.load(sys.stdin))
+print(json.dumps([m for m in ("torch", "transformers") if m in sys.modules]))
+"""
+
+
+@pytest.mark.parametrize(("backend", "precision"),
+                         [("ort_cpu", "fp32"), ("ort_cpu", "int8"), ("openvino", "fp32")])
+def test_a_probe_of_an_onnx_artifact_never_imports_torch(store, backend, precision):
+    """Its feed and calibration digest come from the parent: torch would add 1.4 s to every
+    fresh process (more under callgrind) and its thread pools beside the runtime measured."""
+    from infergate.backends import all_backends
+    from infergate.build.subject import ModelUnderTest
+    from infergate.models import all_models
+    from infergate.perf.probe import prepared_request
+
+    subject = ModelUnderTest(all_models()["mlp"], store)
+    request = prepared_request(subject, all_backends()[backend], precision, None, threads=1,
+                               min_time_s=0.05, slowdown=0.0)
+    run = subprocess.run([sys.executable, "-c", PROBE], input=json.dumps(request), cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == []

@@ -36,7 +36,8 @@ def test_an_installed_infergate_says_it_has_no_revisions_to_time(tmp_path, monke
 
 def test_prepare_builds_with_the_revision_s_own_code_and_cache(tmp_path):
     ref = checkout("HEAD", tmp_path)
-    fingerprint = prepare(ref, "mlp", "ort_cpu", "fp32")
-    assert fingerprint and len(fingerprint) == 20
+    prepared = prepare(ref, "mlp", "ort_cpu", "fp32")
+    assert prepared and len(prepared["fingerprint"]) == 20
+    assert "calibration_digest" not in prepared  # only a calibrated precision needs one
     assert list((ref.cache_dir / "onnx").glob("*/model.onnx"))
     assert prepare(ref, "no_such_model", "ort_cpu", "fp32") is None

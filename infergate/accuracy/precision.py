@@ -6,6 +6,9 @@ from dataclasses import dataclass, fields, replace
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8_dynamic", "int8", "fp8")
 
+# Precisions whose artifacts are calibrated on the model's calibration inputs (static Q/DQ).
+CALIBRATED = ("int8", "fp8")
+
 # Precisions that PyTorch eager also runs, so "no worse than PyTorch" can be judged (at fp32,
 # PyTorch's run is the fp32 reference itself).
 TORCH_COMPARABLE = ("fp32", "fp16", "bf16", "int8_dynamic")

@@ -5,16 +5,22 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from infergate.build.model_outputs import export_order
 from infergate.spec import ModelSpec
+
+# torch loads when a model is exported: a probe of an ONNX artifact (ONNX Runtime,
+# OpenVINO) never imports it.
+if TYPE_CHECKING:
+    import torch
 
 OPSET = 18
 
 
 def dynamic_shapes(spec: ModelSpec, input_names) -> dict:
+    import torch
+
     dims = {name: torch.export.Dim(name, min=d.min, max=d.max) for name, d in spec.dims.items()}
     return {inp: {axis: dims[dim] for axis, dim in spec.dynamic_axes.get(inp, {}).items()}
             or None for inp in input_names}
@@ -22,6 +28,8 @@ def dynamic_shapes(spec: ModelSpec, input_names) -> dict:
 
 def export_onnx(spec: ModelSpec, module: torch.nn.Module, inputs: dict, path: Path) -> None:
     """Export ``module`` to ``path`` (external data beside it for large models)."""
+    import torch
+
     with torch.inference_mode():  # output names follow forward's own order (a dict's keys)
         order = export_order(f"{spec.name} (ONNX export)", spec.outputs, module(**inputs))
     # The exporter narrates every pass on stdout; keep it out of the test log.

@@ -83,19 +83,6 @@ class _FeedReader:
         return next(self._feeds, None)
 
 
-def calibration_digest(feeds: list[dict[str, np.ndarray]]) -> str:
-    import hashlib
-
-    import numpy as np
-
-    h = hashlib.sha256()
-    for feed in feeds:
-        for name in sorted(feed):
-            h.update(name.encode())
-            h.update(np.ascontiguousarray(feed[name]).tobytes())
-    return h.hexdigest()[:20]
-
-
 # TensorRT's explicit quantization takes signed int8 with zero point 0 only, and no int32
 # bias Q/DQ (it fuses the bias itself): the same calibration, ops and per-channel weights as
 # _STATIC_INT8, activations symmetric int8, biases left float.
@@ -112,9 +99,8 @@ _STATIC_FP8 = {"per_channel": False, "format": "QDQ", "activations": "QFLOAT8E4M
 def _static_qdq(subject, kind: str, step: str, params: dict, what: str) -> Path:
     """A static Q/DQ model quantized by ONNX Runtime's quantizer with ``params`` (one of the
     tables above), calibrated on the model's own calibration inputs."""
-    feeds = subject.calibration_feeds
     key = {"step": step, "parent": digest(subject.onnx_key), "code": _CODE, **params,
-           "calibration": calibration_digest(feeds), **versions("onnxruntime", "onnx")}
+           "calibration": subject.calibration_digest, **versions("onnxruntime", "onnx")}
 
     def build(tmp: Path):
         from onnxruntime.quantization import (
@@ -128,7 +114,8 @@ def _static_qdq(subject, kind: str, step: str, params: dict, what: str) -> Path:
         source = subject.onnx_path
         if params.get("opset"):
             source = _at_opset(source, params["opset"], tmp / "source")
-        reader = type("Reader", (_FeedReader, CalibrationDataReader), {})(feeds)
+        reader = type("Reader", (_FeedReader, CalibrationDataReader), {})(
+            subject.calibration_feeds)
         quantize_static(source, tmp / "model.onnx", reader,
                         quant_format=QuantFormat.QDQ, per_channel=params["per_channel"],
                         activation_type=getattr(QuantType, params["activations"]),
@@ -143,8 +130,7 @@ def _static_qdq(subject, kind: str, step: str, params: dict, what: str) -> Path:
             shutil.rmtree(tmp / "source")
 
     return subject.store.get(kind, key, build,
-                             f"quantizing {subject.spec.name} ({what}, {len(feeds)} "
-                             f"calibration batches)") / "model.onnx"
+                             f"quantizing {subject.spec.name} ({what})") / "model.onnx"
 
 
 def _at_opset(path: Path, opset: int, folder: Path) -> Path:

@@ -116,14 +116,15 @@ def ab_runs(subjects: dict, probe, store: ArtifactStore, args) -> dict:
     as ``pytest --infergate-perf-against`` does, from scratch: nothing is shared between
     verdicts."""
     ref = checkout(args.against, store.root)
-    fingerprints = {c: prepare(ref, s.spec.name, b.name, p) for c, (s, b, p) in subjects.items()}
+    prepared = {c: prepare(ref, s.spec.name, b.name, p) for c, (s, b, p) in subjects.items()}
 
     def reference(combo):
         subject, backend, precision = subjects[combo]
-        return run_reference_probe(ref, fingerprints[combo], subject.spec.name, backend.name,
-                                   precision, dims=subject.spec.benchmark_dims(),
-                                   threads=args.threads, min_time_s=args.min_time,
-                                   lock_dir=store.root)
+        dims = subject.spec.benchmark_dims()
+        return run_reference_probe(ref, prepared[combo], subject.spec.name, backend.name,
+                                   precision, dims=dims, threads=args.threads,
+                                   min_time_s=args.min_time, lock_dir=store.root,
+                                   feed=subject.feed_path(**dims))
 
     results = {c: {"against": ref.label, "runs": {"aa": [], **{f"slow{s:g}": []
                                                                for s in args.slowdowns}}}

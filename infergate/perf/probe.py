@@ -22,6 +22,7 @@ from dataclasses import asdict
 from itertools import pairwise
 from pathlib import Path
 
+from infergate.accuracy.precision import CALIBRATED
 from infergate.backends.device_time import DeviceFigures
 from infergate.backends.gpu_memory import device_memory_figures
 from infergate.failures import ChildFailure, describe_exit, run_child
@@ -43,22 +44,25 @@ def run_probe(subject, backend, precision: str, *, threads: int, min_time_s: flo
     this one), so the probe's memory and cold start never include an export or a
     quantization.
     """
-    request = _prepared_request(subject, backend, precision, prepare, threads=threads,
+    request = prepared_request(subject, backend, precision, prepare, threads=threads,
                                 min_time_s=min_time_s, slowdown=slowdown)
     return spawn_probe(request, source=Path(__file__).resolve().parents[2],
                        lock_dir=subject.store.root)
 
 
-def _prepared_request(subject, backend, precision: str, prepare, **settings) -> dict:
+def prepared_request(subject, backend, precision: str, prepare, **settings) -> dict:
     """The combination's artifacts built (by ``prepare``, else here), then the request a fresh
     process measures it from."""
     if prepare is None:
         backend.prepare(subject, precision)
     else:
         prepare()
+    dims = subject.spec.benchmark_dims()
     request = probe_request(subject.spec.name, backend.name, precision, subject.store.root,
-                            subject.fingerprint, dims=subject.spec.benchmark_dims(), **settings)
-    request.update(where_found(subject, backend))
+                            subject.fingerprint, dims=dims, **settings)
+    request.update(where_found(subject, backend), feed=str(subject.feed_path(**dims)))
+    if precision in CALIBRATED:  # the quantized artifact's key; the probe cannot make it
+        request["calibration_digest"] = subject.calibration_digest
     return request
 
 
@@ -76,7 +80,7 @@ def counted_request(subject, backend, precision: str, *, slowdown: float = 0.0,
     artifacts built first, as for ``run_probe``."""
     from infergate.perf.instructions import shim_path
 
-    request = _prepared_request(subject, backend, precision, prepare, threads=1,
+    request = prepared_request(subject, backend, precision, prepare, threads=1,
                                 min_time_s=0.0, slowdown=slowdown)
     request["shim"] = str(shim_path(subject.store.root))
     return request
@@ -213,7 +217,13 @@ def _combination(request: dict):
     else:  # a request from before references (another revision's infergate)
         spec, backend = all_models()[request["model"]], all_backends()[request["backend"]]
     subject = ModelUnderTest(spec, ArtifactStore(Path(request["cache_dir"])),
-                             fingerprint=request["fingerprint"])
+                             fingerprint=request["fingerprint"],
+                             calibration_digest=request.get("calibration_digest"))
+    if request.get("feed"):  # saved by the parent: no torch here unless the backend needs it
+        import numpy as np
+
+        with np.load(request["feed"]) as saved:
+            return backend, subject, {name: saved[name] for name in saved.files}
     return backend, subject, subject.inputs(seed=0, **request["dims"])
 
 

@@ -97,13 +97,18 @@ if model not in all_models() or backend not in all_backends():
     print(json.dumps({"missing": True})); sys.exit(0)
 subject = ModelUnderTest(all_models()[model], ArtifactStore(Path(cache)))
 all_backends()[backend].prepare(subject, precision)
-print(json.dumps({"fingerprint": subject.fingerprint}))
+known = {"fingerprint": subject.fingerprint}
+if precision in ("int8", "fp8") and hasattr(type(subject), "calibration_digest"):
+    known["calibration_digest"] = subject.calibration_digest
+print(json.dumps(known))
 """
 
 
-def prepare(ref: Checkout, model: str, backend: str, precision: str) -> str | None:
+def prepare(ref: Checkout, model: str, backend: str, precision: str) -> dict | None:
     """Build the revision's artifacts for one combination with the revision's code; returns
-    the model fingerprint its probes need, or None when the revision lacks the combination."""
+    what its probes need to find them (the model fingerprint, and the calibration digest of
+    a calibrated precision where the revision has one), or None when the revision lacks the
+    combination."""
     env = {**os.environ, "PYTHONPATH": str(ref.source)}
     proc = subprocess.run([sys.executable, "-c", _PREPARE, model, backend, precision,
                            str(ref.cache_dir)], capture_output=True, text=True, env=env,
@@ -112,16 +117,21 @@ def prepare(ref: Checkout, model: str, backend: str, precision: str) -> str | No
         raise RevisionError(f"{model}-{backend}-{precision}: preparing {ref.label} failed "
                             f"(exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     reply = json.loads(proc.stdout.strip().splitlines()[-1])
-    return None if reply.get("missing") else reply["fingerprint"]
+    return None if reply.get("missing") else reply
 
 
-def run_reference_probe(ref: Checkout, fingerprint: str, model: str, backend: str,
+def run_reference_probe(ref: Checkout, prepared: dict, model: str, backend: str,
                         precision: str, *, dims: dict, threads: int, min_time_s: float,
-                        lock_dir: Path) -> dict:
-    """One fresh-process measurement with the revision's code and artifacts (``prepare``
-    first), under the same lock as this tree's probes."""
+                        lock_dir: Path, feed: Path | None = None) -> dict:
+    """One fresh-process measurement with the revision's code and artifacts (``prepared``:
+    what ``prepare`` returned), under the same lock as this tree's probes. ``feed``: this
+    tree's saved inputs, so both sides run one feed and neither imports torch for it (a
+    revision from before saved feeds ignores it and makes its own)."""
     from infergate.perf.probe import probe_request, spawn_probe
 
-    request = probe_request(model, backend, precision, ref.cache_dir, fingerprint, dims=dims,
-                            threads=threads, min_time_s=min_time_s)
+    request = probe_request(model, backend, precision, ref.cache_dir, prepared["fingerprint"],
+                            dims=dims, threads=threads, min_time_s=min_time_s)
+    request.update({k: v for k, v in prepared.items() if k != "fingerprint"})
+    if feed is not None:
+        request["feed"] = str(feed)
     return spawn_probe(request, source=ref.source, lock_dir=lock_dir)
