@@ -84,74 +84,73 @@ def test_an_edit_to_the_exporter_or_transforms_is_a_new_artifact(tiny_spec, stor
     assert onnx_transforms._CODE == code_digest(onnx_transforms)
 
 
-def test_an_edit_to_a_helper_the_model_imports_rebuilds_its_export(tmp_path, monkeypatch):
-    """The model file is unchanged; a module of the user's project it imports is edited."""
+@pytest.fixture
+def user_project(tmp_path, monkeypatch):
+    """``make(package, {module: source})`` writes a package of the user's project on sys.path
+    and returns its ``model`` module's SPEC; the package leaves sys.modules afterwards."""
     import importlib
     import sys
 
-    package = tmp_path / "userproj"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "blocks.py").write_text(
-        "import torch\n\ndef head(width):\n    return torch.nn.Linear(width, 3)\n")
-    (package / "model.py").write_text(
-        "import torch\nfrom infergate.spec import Dim, ModelSpec\nfrom userproj.blocks import "
-        "head\n"
-        "class Net(torch.nn.Module):\n"
-        "    def __init__(self):\n        super().__init__()\n        self.head = head(6)\n"
-        "    def forward(self, x):\n        return self.head(x)\n"
-        "def build(store):\n    torch.manual_seed(0)\n    return Net().eval()\n"
-        "def make_inputs(batch, seed):\n    return {'x': torch.randn(batch, 6)}\n"
-        "SPEC = ModelSpec(name='user_model', build=build, make_inputs=make_inputs,\n"
-        "                 outputs=('y',), dims={'batch': Dim(1, 4, 2)},\n"
-        "                 dynamic_axes={'x': {0: 'batch'}})\n")
+    made = []
+
+    def make(package: str, modules: dict[str, str]):
+        (tmp_path / package).mkdir()
+        for name, source in {"__init__": "", **modules}.items():
+            (tmp_path / package / f"{name}.py").write_text(source)
+        made.append(package)
+        return importlib.import_module(f"{package}.model").SPEC
+
     monkeypatch.syspath_prepend(str(tmp_path))
-    try:
-        spec = importlib.import_module("userproj.model").SPEC
-        store = ArtifactStore(tmp_path / "cache")
-        first = ModelUnderTest(spec, store)
-        assert first.onnx_path.is_file()
-        assert ModelUnderTest(spec, store).onnx_path == first.onnx_path  # unchanged: reused
-        # The edit changes the weights' draw nowhere: only the source tells them apart.
-        (package / "blocks.py").write_text(
-            "import torch\n\ndef head(width):\n    return torch.nn.Linear(width, 3)  # v2\n")
-        second = ModelUnderTest(spec, store)
-        assert second.fingerprint != first.fingerprint
-        assert second.onnx_path != first.onnx_path and second.onnx_path.is_file()
-    finally:
-        for name in ("userproj.model", "userproj.blocks", "userproj"):
-            sys.modules.pop(name, None)
+    yield make
+    for name in [m for m in sys.modules if m.split(".")[0] in made]:
+        del sys.modules[name]
+
+
+def test_an_edit_to_a_helper_the_model_imports_rebuilds_its_export(tmp_path, user_project):
+    """The model file is unchanged; a module of the user's project it imports is edited."""
+    spec = user_project("userproj", {
+        "blocks": "import torch\n\ndef head(width):\n    return torch.nn.Linear(width, 3)\n",
+        "model": "import torch\nfrom infergate.spec import Dim, ModelSpec\n"
+                 "from userproj.blocks import head\n"
+                 "class Net(torch.nn.Module):\n"
+                 "    def __init__(self):\n        super().__init__()\n"
+                 "        self.head = head(6)\n"
+                 "    def forward(self, x):\n        return self.head(x)\n"
+                 "def build(store):\n    torch.manual_seed(0)\n    return Net().eval()\n"
+                 "def make_inputs(batch, seed):\n    return {'x': torch.randn(batch, 6)}\n"
+                 "SPEC = ModelSpec(name='user_model', build=build, make_inputs=make_inputs,\n"
+                 "                 outputs=('y',), dims={'batch': Dim(1, 4, 2)},\n"
+                 "                 dynamic_axes={'x': {0: 'batch'}})\n"})
+    store = ArtifactStore(tmp_path / "cache")
+    first = ModelUnderTest(spec, store)
+    assert first.onnx_path.is_file()
+    assert ModelUnderTest(spec, store).onnx_path == first.onnx_path  # unchanged: reused
+    # The edit changes the weights' draw nowhere: only the source tells them apart.
+    (tmp_path / "userproj" / "blocks.py").write_text(
+        "import torch\n\ndef head(width):\n    return torch.nn.Linear(width, 3)  # v2\n")
+    second = ModelUnderTest(spec, store)
+    assert second.fingerprint != first.fingerprint
+    assert second.onnx_path != first.onnx_path and second.onnx_path.is_file()
 
 
 def test_an_edit_to_a_module_build_imports_lazily_changes_the_fingerprint(tmp_path,
-                                                                          monkeypatch):
+                                                                          user_project):
     """A model file may keep torch off its top level (fast collection) and import its network
     inside ``build``: the modules defining the built layers are part of the key too."""
-    import importlib
-    import sys
-
-    package = tmp_path / "lazyproj"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    nets = package / "nets.py"
-    nets.write_text("import torch\n\nclass Net(torch.nn.Sequential):\n"
-                    "    def __init__(self):\n        super().__init__(torch.nn.Linear(6, 3))\n")
-    (package / "model.py").write_text(
-        "from infergate.spec import Dim, ModelSpec\n"
-        "def build(store):\n    import torch\n    from lazyproj.nets import Net\n"
-        "    torch.manual_seed(0)\n    return Net().eval()\n"
-        "def make_inputs(batch, seed):\n    import torch\n    return {'x': torch.randn(batch, 6)}\n"
-        "SPEC = ModelSpec(name='lazy_model', build=build, make_inputs=make_inputs,\n"
-        "                 outputs=('y',), dims={'batch': Dim(1, 4, 2)},\n"
-        "                 dynamic_axes={'x': {0: 'batch'}})\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    try:
-        spec = importlib.import_module("lazyproj.model").SPEC
-        store = ArtifactStore(tmp_path / "cache")
-        first = ModelUnderTest(spec, store).fingerprint
-        assert ModelUnderTest(spec, store).fingerprint == first
-        nets.write_text(nets.read_text() + "# v2\n")
-        assert ModelUnderTest(spec, store).fingerprint != first
-    finally:
-        for name in ("lazyproj.model", "lazyproj.nets", "lazyproj"):
-            sys.modules.pop(name, None)
+    spec = user_project("lazyproj", {
+        "nets": "import torch\n\nclass Net(torch.nn.Sequential):\n"
+                "    def __init__(self):\n        super().__init__(torch.nn.Linear(6, 3))\n",
+        "model": "from infergate.spec import Dim, ModelSpec\n"
+                 "def build(store):\n    import torch\n    from lazyproj.nets import Net\n"
+                 "    torch.manual_seed(0)\n    return Net().eval()\n"
+                 "def make_inputs(batch, seed):\n    import torch\n"
+                 "    return {'x': torch.randn(batch, 6)}\n"
+                 "SPEC = ModelSpec(name='lazy_model', build=build, make_inputs=make_inputs,\n"
+                 "                 outputs=('y',), dims={'batch': Dim(1, 4, 2)},\n"
+                 "                 dynamic_axes={'x': {0: 'batch'}})\n"})
+    store = ArtifactStore(tmp_path / "cache")
+    first = ModelUnderTest(spec, store).fingerprint
+    assert ModelUnderTest(spec, store).fingerprint == first
+    nets = tmp_path / "lazyproj" / "nets.py"
+    nets.write_text(nets.read_text() + "# v2\n")
+    assert ModelUnderTest(spec, store).fingerprint != first
