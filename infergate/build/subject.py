@@ -72,8 +72,8 @@ class ModelUnderTest:
         def build(tmp: Path):
             np.savez(tmp / "feed.npz", **self.inputs(seed=seed, **dims))
 
-        return self.store.get("feed", key, build, f"saving {self.spec.name}'s inputs") / \
-            "feed.npz"
+        folder = self.store.get("feed", key, build, f"saving {self.spec.name}'s inputs")
+        return folder / "feed.npz"
 
     @cached_property
     def onnx_key(self) -> dict:

@@ -45,7 +45,7 @@ def run_probe(subject, backend, precision: str, *, threads: int, min_time_s: flo
     quantization.
     """
     request = prepared_request(subject, backend, precision, prepare, threads=threads,
-                                min_time_s=min_time_s, slowdown=slowdown)
+                               min_time_s=min_time_s, slowdown=slowdown)
     return spawn_probe(request, source=Path(__file__).resolve().parents[2],
                        lock_dir=subject.store.root)
 
@@ -81,7 +81,7 @@ def counted_request(subject, backend, precision: str, *, slowdown: float = 0.0,
     from infergate.perf.instructions import shim_path
 
     request = prepared_request(subject, backend, precision, prepare, threads=1,
-                                min_time_s=0.0, slowdown=slowdown)
+                               min_time_s=0.0, slowdown=slowdown)
     request["shim"] = str(shim_path(subject.store.root))
     return request
 
