@@ -21,7 +21,7 @@ def test_device_time(combo, measurement, perf, record):
     baseline = perf.baseline(combo)
     if baseline is None:
         record(device_time={**timed, "verdict": "no-baseline"})
-        pytest.skip(perf.no_baseline(combo))
+        pytest.skip(perf.no_baseline())
     threshold, _, reason = perf.thresholds(combo)
     verdict = judge_device_time(
         combo.id, [p["device"]["time"]["device_p50_ms"] for p in perf.processes(combo)],
@@ -45,7 +45,7 @@ def test_device_memory(combo, measurement, perf, record):
     baseline = perf.baseline(combo)
     if baseline is None:
         record(device_memory={**memory, "verdict": "no-baseline"})
-        pytest.skip(perf.no_baseline(combo))
+        pytest.skip(perf.no_baseline())
     _, threshold, reason = perf.thresholds(combo)
     verdict = judge_device_memory(combo.id, memory, baseline, threshold=threshold,
                                   reason=reason)

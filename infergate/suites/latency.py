@@ -30,7 +30,7 @@ def test_latency(combo, measurement, perf, counts, benchmark, record):
         if baseline is None:
             record(latency={**latency, "verdict": "no-baseline"},
                    cold_start=measurement["cold_start"], settings=measurement["settings"])
-            pytest.skip(perf.no_baseline(combo))
+            pytest.skip(perf.no_baseline())
         verdict = perf.judge_latency(combo, baseline)
         compared = baseline["latency"]
     record(latency={**latency, "verdict": verdict.status, **verdict.figures,

@@ -13,7 +13,7 @@ def test_memory(combo, measurement, perf, record):
     baseline = perf.baseline(combo)
     if baseline is None:
         record(memory={**{k: memory.get(k) for k in MEMORY_FIGURES}, "verdict": "no-baseline"})
-        pytest.skip(perf.no_baseline(combo))
+        pytest.skip(perf.no_baseline())
     _, threshold, reason = perf.thresholds(combo)
     verdict = judge_memory(combo.id, memory, baseline, threshold=threshold, reason=reason)
     record(memory={**verdict.figures, "verdict": verdict.status}, perf_message=verdict.message)
