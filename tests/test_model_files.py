@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import textwrap
+from dataclasses import replace
 
 import pytest
 
@@ -128,3 +129,13 @@ def test_outputs_not_matching_forward_end_the_run_with_one_usage_error(project, 
                       "forward must return one tensor, a tuple of tensors in that order, or a "
                       "dict with exactly those names (nested levels joined with '.')"], errors
     assert len(data["results"]) == 1  # the first combination showed it; the rest never ran
+
+
+def test_a_spec_is_said_to_be_defined_where_it_was_registered_or_where_its_build_is(tmp_path):
+    path = model_file(tmp_path, "registered")
+    models.use_model_files([path])
+    assert models.defined_in(models.all_models()["registered"]) == str(path)
+    built_in = models.all_models()["mlp"]
+    assert models.defined_in(built_in).endswith("infergate/models/mlp.py")
+    # A spec the registry does not hold (a planted or replaced one) names its build's file.
+    assert models.defined_in(replace(built_in, name="elsewhere")).endswith("models/mlp.py")

@@ -170,11 +170,14 @@ def project_models() -> tuple[str, ...]:
     return tuple(name for name, (_, where) in _all().items() if where is not None)
 
 
-def defined_in(name: str) -> str:
-    """Where the model named ``name`` is defined, as its usage errors name it: the model file,
-    the entry point, or the built-in module."""
-    spec, where = _all()[name]
-    return where or str(sys.modules[spec.build.__module__].__file__)
+def defined_in(spec: ModelSpec) -> str:
+    """Where ``spec`` is defined, as its usage errors name it: the model file or the entry
+    point it was registered from, else the file (or module) of its ``build``."""
+    registered, where = _all().get(spec.name, (None, None))
+    if registered is spec and where:
+        return where
+    module = sys.modules.get(spec.build.__module__)
+    return getattr(module, "__file__", None) or spec.build.__module__
 
 
 def source_file(spec: ModelSpec) -> str:

@@ -46,7 +46,7 @@ class SpecErrors:
         combo = getattr(getattr(item, "callspec", None), "params", {}).get("combo")
         message = _mismatch(call.excinfo.value) if call.excinfo and combo else ""
         if message:
-            usage = (f"{defined_in(combo.spec.name)}: ModelSpec {combo.spec.name!r}: "
+            usage = (f"{defined_in(combo.spec)}: ModelSpec {combo.spec.name!r}: "
                      f"outputs: {OutputsMismatch.detail(message)}")
             report.longrepr = usage  # the backend's traceback says nothing more
             report.user_properties.append((_KEY, usage))
