@@ -29,6 +29,7 @@ from infergate.report.view import (
     perf_table,
     performance_rows,
     settings_by_column,
+    shorten_lists,
 )
 
 COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "error": "#6a1b9a", "crashed": "#000000",
@@ -341,15 +342,6 @@ def _environment(document: dict) -> str:
     return f'<section id="environment"><h2>Environment</h2>{"".join(parts)}</section>'
 
 
-def _shortened(value):
-    """Raw latency samples run to thousands of numbers: say how many instead."""
-    if isinstance(value, dict):
-        return {k: _shortened(v) for k, v in value.items()}
-    if isinstance(value, list) and len(value) > RAW_LIST_LIMIT:
-        return f"[{len(value)} values]"
-    return value
-
-
 MESSAGE_KINDS = ("accuracy", "task")
 
 
@@ -405,7 +397,8 @@ def _details(entry: dict, anchor: Anchors) -> str:
             shown = [message if other in message else other for other in shown]
     text = "\n\n".join(dict.fromkeys(shown)) or outcome
     where = f" on {entry['machine']}" if entry.get("machine") else ""
-    raw = json.dumps(_shortened(_without_messages(entry)), indent=1, default=str)
+    raw = json.dumps(shorten_lists(_without_messages(entry), RAW_LIST_LIMIT), indent=1,
+                     default=str)
     return (f'<details id="{anchor(entry)}" class="{_e(outcome)}"'
             f'{" open" if outcome in BROKEN else ""}>'
             f"<summary>{_e(LABELS.get(outcome, '?'))} {_e(entry['test'])}[{_e(entry['id'])}]"

@@ -229,6 +229,16 @@ def problems(document: dict) -> list[dict]:
     return [e for e in document["results"] if e.get("outcome") in BROKEN]
 
 
+
+def shorten_lists(value, limit: int, note: str = ""):
+    """``value`` with every list longer than ``limit`` (raw latency samples run to thousands
+    of numbers) replaced by how many values it held, and ``note``."""
+    if isinstance(value, dict):
+        return {k: shorten_lists(v, limit, note) for k, v in value.items()}
+    if isinstance(value, list) and len(value) > limit:
+        return f"[{len(value)} values{note}]"
+    return value
+
 # The device kinds first: a skip without figures is slotted by its test's name, and
 # "test_device_memory" also holds "memory".
 PERF_KINDS = ("latency", "device_time", "device_memory", "memory", "instructions")
