@@ -150,7 +150,8 @@ def controlled_timings(monkeypatch):
     latency figures in the reply are replaced: the controlled p50 and normalised figures
     times ``1 + request["slowdown"]`` times the next jitter step (the other timings scaled to
     match). A verdict of the gate then depends on the code under test, never on the runner's
-    load. ``control()`` returns the list of (source, slowdown, factor) of each probe so far.
+    load. ``control()`` returns the list of (source, slowdown, factor, request) of each
+    probe so far.
     """
     from infergate.perf import probe
 
@@ -172,7 +173,7 @@ def controlled_timings(monkeypatch):
         latency["throughput_per_s"] /= scale
         latency["normalised_samples"] = [r * ratio for r in latency["normalised_samples"]]
         latency.update(p50_ms=p50, normalised=normalised)
-        calls.append((Path(source), slowdown, factor))
+        calls.append((Path(source), slowdown, factor, request))
         return reply
 
     def control():

@@ -91,3 +91,25 @@ def test_a_bad_spec_in_the_example_is_one_usage_error_naming_its_file(venv, repo
     assert len(errors) == 1, run.stderr
     assert errors[0].startswith(f"ERROR: {broken}: ModelSpec 'broken': make_inputs")
     assert "cannot be called as make_inputs(batch=, seed=)" in errors[0]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_the_example_repo_a_b_tests_its_models_against_a_commit_of_its_own(venv, repo):
+    """--infergate-perf-against in a team's repo times its model files at that commit with
+    the installed infergate (an A/A here: the threshold and floor only let it judge)."""
+    git = ["git", "-C", repo, "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "models"]):
+        assert _run([*git, *args], cwd=repo).returncode == 0
+    run = _run([venv, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                "--infergate-perf-against", "HEAD", "--infergate-perf-latency-floor-ms", "0",
+                "--infergate-perf-threshold", "10", "--infergate-perf-min-time", "0.1",
+                "--infergate-perf-confirm", "1", "--infergate-backends", "ort_cpu",
+                "--infergate-precisions", "fp32", "-k", "test_latency and tiny_classifier"],
+               cwd=repo)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    entry, = json.loads((repo / "reports" / "results.json").read_text())["results"]
+    assert entry["latency"]["against"].startswith("HEAD (")
+    assert entry["latency"]["verdict"] == "pass", entry["perf_message"]
+    assert entry["latency"]["baseline"]["p50_ms"] > 0  # the revision's measured figures
+    extract, = (repo / ".cache" / "infergate" / "revisions").glob("*/src")
+    assert (extract / "models" / "tiny_classifier.py").is_file()

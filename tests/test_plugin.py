@@ -1,6 +1,7 @@
 """The pytest plugin end to end, in a scratch project: options, ids, outcomes, results.json."""
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -13,6 +14,7 @@ from infergate.models import all_models
 from infergate.perf import instructions
 from infergate.perf.revision import PROJECT
 from infergate.spec import PerfOverride
+from tests.test_model_files import model_file
 
 
 def test_unknown_model_is_a_usage_error_listing_valid_names(project):
@@ -181,7 +183,7 @@ def test_a_b_against_a_revision_end_to_end(project, controlled_timings):
     assert latency["verdict"] == "pass", data["results"][0]["perf_message"]
     assert latency["against"].startswith("HEAD (")
     # Both sides ran as fresh processes: this tree's code and HEAD's extract.
-    theirs = [source for source, _, _ in probes if source != PROJECT]
+    theirs = [source for source, *_ in probes if source != PROJECT]
     assert theirs and all(source.match("revisions/*/src") for source in theirs)
     assert len(theirs) == len(probes) - len(theirs)
 
@@ -195,8 +197,40 @@ def test_a_b_against_a_revision_end_to_end(project, controlled_timings):
     assert latency["verdict"] == "regressed"
     assert latency["normalised_delta_pct"] == pytest.approx(30, abs=2)
     # The slowdown is injected into this tree's probes only, never into HEAD's.
-    assert {(source == PROJECT, slowdown) for source, slowdown, _ in probes} == {
+    assert {(source == PROJECT, slowdown) for source, slowdown, *_ in probes} == {
         (True, 0.3), (False, 0.0)}
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_a_b_of_a_project_s_own_model_against_its_repository_s_revision(
+        project, pytester, controlled_timings):
+    """With model files of its own, --perf-against checks out their repository (here the
+    scratch project's) and times the model file's committed copy with this same infergate;
+    a model the revision does not have yet is a skip saying so."""
+    (pytester.path / "models").mkdir()
+    path = model_file(pytester.path / "models", "affine")
+    git = ("git", "-C", str(pytester.path), "-c", "user.name=t", "-c", "user.email=t@t")
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "models"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "affine"], check=True)
+    model_file(pytester.path / "models", "added_since")
+    probes = controlled_timings()
+    result, data = project("--infergate-model-file", str(path.parent), "--backends", "ort_cpu",
+                           "--precisions", "fp32", "--perf-min-time", "0.1", "--perf-confirm",
+                           "2", "--benchmark-disable", "--perf-against", "HEAD", "-rs",
+                           tests=("test_latency.py",))
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*added_since-ort_cpu-fp32: HEAD (*) has no such combination*"])
+    verdict, = (r for r in data["results"] if r["id"] == "affine-ort_cpu-fp32")
+    assert verdict["latency"]["verdict"] == "pass", verdict["perf_message"]
+    assert verdict["latency"]["against"].startswith("HEAD (")
+    # Both sides ran with this infergate; the revision's from its copy of the model file.
+    theirs = [r["model_file"] for *_, r in probes if "model_file" in r]
+    assert theirs and {Path(f).relative_to(Path(f).parents[2]) for f in theirs} == {
+        Path("src/models/affine.py")}
+    assert all(source == PROJECT for source, *_ in probes)
+    ours = [r for *_, r in probes if r["model"] == "affine" and "model_file" not in r]
+    assert len(theirs) == len(ours)
 
 
 @pytest.mark.skipif(instructions.unavailable_reason() is not None,

@@ -1,8 +1,15 @@
-"""Checking out another revision for A/B timing (--perf-against)."""
+"""Checking out another revision for A/B timing (--perf-against): infergate's own, or the
+repository of a project's model files."""
+
+import subprocess
 
 import pytest
 
+from infergate.build.artifacts import ArtifactStore
+from infergate.build.subject import ModelUnderTest
+from infergate.models import load_file
 from infergate.perf.revision import PROJECT, RevisionError, checkout, prepare
+from tests.test_model_files import model_file
 
 pytestmark = pytest.mark.skipif(not (PROJECT / ".git").exists(),
                                 reason="not a git checkout: --perf-against needs one")
@@ -21,7 +28,7 @@ def test_checkout_extracts_the_revision_once(tmp_path):
 
 
 def test_an_unknown_revision_is_a_clear_error(tmp_path):
-    with pytest.raises(RevisionError, match="'no-such-branch': not a commit of this repo"):
+    with pytest.raises(RevisionError, match="'no-such-branch': not a commit of /"):
         checkout("no-such-branch", tmp_path)
 
 
@@ -41,3 +48,57 @@ def test_prepare_builds_with_the_revision_s_own_code_and_cache(tmp_path):
     assert "calibration_digest" not in prepared  # only a calibrated precision needs one
     assert list((ref.cache_dir / "onnx").glob("*/model.onnx"))
     assert prepare(ref, "no_such_model", "ort_cpu", "fp32") is None
+
+
+def _git(repo, *args):
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t",
+                    *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def model_repo(tmp_path):
+    """A project's git repository with one committed model file, models/affine.py."""
+    repo = tmp_path / "repo"
+    (repo / "models").mkdir(parents=True)
+    path = model_file(repo / "models", "affine")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "affine")
+    return path
+
+
+def test_a_project_s_revision_is_its_model_files_repository_run_with_this_infergate(
+        tmp_path, model_repo):
+    path = model_repo
+    path.write_text(path.read_text().replace("Linear(6, 3)", "Linear(6, 3, bias=False)"))
+    added = model_file(path.parent, "added_since")
+    ref = checkout("HEAD", tmp_path / "cache", [path, added])
+    assert ref.source == PROJECT and ref.extract.match("revisions/*/src")
+    copy = ref.model_files[str(path)]
+    assert copy == ref.extract / "models" / "affine.py" and "bias=False" not in copy.read_text()
+    assert ref.model_files[str(added)] is None
+    assert str(ref.extract) in ref.python_path
+
+    # The revision's model is built from its copy, into the revision's own cache: its
+    # fingerprint is the committed file's, not this tree's edited one.
+    prepared = prepare(ref, "affine", "ort_cpu", "fp32", str(path))
+    store = ArtifactStore(tmp_path / "tree-cache")
+    edited = ModelUnderTest(load_file(path).SPEC, store).fingerprint
+    committed = ModelUnderTest(load_file(copy).SPEC, store).fingerprint
+    assert prepared["fingerprint"] == committed != edited
+    assert list((ref.cache_dir / "onnx").glob("*/model.onnx"))
+    # A model the revision does not have yet: nothing to A/B, not an error.
+    assert prepare(ref, "added_since", "ort_cpu", "fp32", str(added)) is None
+
+
+def test_model_files_outside_one_git_repository_are_clear_errors(tmp_path, model_repo):
+    loose = model_file(tmp_path, "loose")
+    with pytest.raises(RevisionError, match=f"model file {loose} is not in a git repository"):
+        checkout("HEAD", tmp_path / "cache", [model_repo, loose])
+    other = tmp_path / "other"
+    other.mkdir()
+    _git(other, "init", "-q")
+    with pytest.raises(RevisionError, match="more than one git repository"):
+        checkout("HEAD", tmp_path / "cache", [model_repo, model_file(other, "elsewhere")])
+    with pytest.raises(RevisionError, match=f"'v9': not a commit of {model_repo.parents[1]}"):
+        checkout("v9", tmp_path / "cache", [model_repo])

@@ -126,6 +126,11 @@ def use_model_files(paths: Iterable[Path | str]) -> None:
     _all.cache_clear()
 
 
+def model_files() -> tuple[Path, ...]:
+    """The model files registered for this process (``use_model_files``)."""
+    return _model_files
+
+
 def _from_entry_points() -> list[tuple[str, ModelSpec]]:
     found = []
     for point in sorted(importlib.metadata.entry_points(group=ENTRY_POINTS),

@@ -210,11 +210,16 @@ def _combination(request: dict):
     from infergate.build.subject import ModelUnderTest
     from infergate.models import all_models
 
+    if request.get("model_file"):  # a project's model at another revision (A/B)
+        sys.path[:0] = request.get("sys_path", [])
+        from infergate.models import use_model_files
+
+        use_model_files([request["model_file"]])
     if "spec_ref" in request:
         from infergate.isolation import find_backend, find_spec
 
         spec, backend = find_spec(*request["spec_ref"]), find_backend(*request["backend_ref"])
-    else:  # a request from before references (another revision's infergate)
+    else:  # a revision's (before references, or a project's model at a revision)
         spec, backend = all_models()[request["model"]], all_backends()[request["backend"]]
     subject = ModelUnderTest(spec, ArtifactStore(Path(request["cache_dir"])),
                              fingerprint=request["fingerprint"],

@@ -7,6 +7,11 @@ leaves only process-to-process scatter. The checkout is a plain ``git archive`` 
 its own artifact cache: artifact keys hash the model's code and weights, the exporter and
 transforms and library versions, but not every helper an artifact depends on (training data,
 calibration feeds), and a shared cache must never hand one side's build to the other.
+
+Which repository: where the project has model files of its own (``--infergate-model-file``,
+``infergate_model_files``), the git repository holding them, timed with this same infergate
+(a team A/B-tests its change to its models); else infergate's own source checkout, each side
+with its own infergate.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -33,58 +38,99 @@ class RevisionError(RuntimeError):
 class Checkout:
     rev: str  # as the user named it
     sha: str
-    source: Path  # holds the revision's infergate package
+    source: Path  # where its processes import infergate from: the extract, or this infergate
     cache_dir: Path  # its own artifact cache
+    extract: Path  # the repository at the revision
+    # this tree's model files -> their copies at the revision (None: not there)
+    model_files: dict[str, Path | None] = field(default_factory=dict, hash=False)
 
     @property
     def label(self) -> str:
         return f"{self.rev} ({self.sha[:10]})"
 
+    @property
+    def python_path(self) -> list[str]:
+        """sys.path entries of its processes beyond infergate's: a project's own packages
+        at the revision (flat or src layout), where the project is not infergate."""
+        if self.source == self.extract:
+            return []
+        return [str(p) for p in (self.extract, self.extract / "src") if p.is_dir()]
 
-def _git(*args: str) -> str | bytes:
-    proc = subprocess.run(["git", "-C", str(PROJECT), *args], capture_output=True, check=False)
+
+def _git(repo: Path, *args: str) -> str | bytes:
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=False)
     if proc.returncode:
-        raise RevisionError(f"git {' '.join(args)} failed in {PROJECT}: "
+        raise RevisionError(f"git {' '.join(args)} failed in {repo}: "
                             f"{proc.stderr.decode(errors='replace').strip()}")
     return proc.stdout.decode() if args[0] != "archive" else proc.stdout
 
 
-def checkout(rev: str, cache_root: Path) -> Checkout:
-    """Extract ``rev`` (anything ``git rev-parse`` takes) under ``cache_root``, once per
-    commit; the extract appears whole or not at all."""
+def _repository(model_files: list[Path]) -> Path | None:
+    """The one git repository holding the project's model files (None without any)."""
+    found: dict[Path, Path] = {}
+    for path in model_files:
+        try:
+            top = Path(_git(path.parent, "rev-parse", "--show-toplevel").strip()).resolve()
+        except RevisionError:
+            raise RevisionError(f"--infergate-perf-against: model file {path} is not in a git "
+                                f"repository, so it has no revision to time against") from None
+        found.setdefault(top, path)
+    if len(found) > 1:
+        raise RevisionError("--infergate-perf-against: the model files come from more than "
+                            "one git repository (" + ", ".join(
+                                f"{f} in {top}" for top, f in found.items())
+                            + "); A/B one repository's models per run")
+    return next(iter(found), None)
+
+
+def checkout(rev: str, cache_root: Path, model_files=()) -> Checkout:
+    """Extract ``rev`` (anything ``git rev-parse`` takes) of the repository holding
+    ``model_files`` (the project's own, by path), or of infergate's source checkout without
+    any, under ``cache_root``, once per commit; the extract appears whole or not at all."""
     if shutil.which("git") is None:
         raise RevisionError("--infergate-perf-against needs git, which is not installed")
-    if not (PROJECT / "infergate" / "__init__.py").is_file() or not (PROJECT / ".git").exists():
-        raise RevisionError(f"--infergate-perf-against times revisions of infergate's own "
-                            f"source checkout; this infergate is installed ({PROJECT}), so "
-                            f"there is none to check out. Compare your runs with the stored "
-                            f"baselines, or `python -m infergate compare RUN_A RUN_B`")
+    model_files = [Path(f).resolve() for f in model_files]
+    repo = _repository(model_files)
+    if repo is None:
+        if not (PROJECT / "infergate" / "__init__.py").is_file() or not (
+                PROJECT / ".git").exists():
+            raise RevisionError(
+                f"--infergate-perf-against times revisions of your models' git repository "
+                f"(their model files: --infergate-model-file or the ini key "
+                f"infergate_model_files) or of infergate's own source checkout; this run has "
+                f"no model files and this infergate is installed ({PROJECT}), so there is "
+                f"nothing to check out. Compare your runs with the stored baselines, or "
+                f"`python -m infergate compare RUN_A RUN_B`")
+        repo = PROJECT
     try:
-        sha = _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip()
+        sha = _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip()
     except RevisionError as exc:
-        raise RevisionError(f"--infergate-perf-against {rev!r}: not a commit of this repository "
+        raise RevisionError(f"--infergate-perf-against {rev!r}: not a commit of {repo} "
                             f"(fetch it first in a shallow clone)") from exc
     home = Path(cache_root).resolve() / "revisions" / sha
-    source = home / "src"
-    if not (source / "infergate" / "__init__.py").is_file():
+    extract = home / "src"
+    if not extract.is_dir():
         home.mkdir(parents=True, exist_ok=True)
-        blob = _git("archive", "--format=tar", sha)
+        blob = _git(repo, "archive", "--format=tar", sha)
         tmp = Path(tempfile.mkdtemp(prefix="src.", dir=home))
         with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
             tar.extractall(tmp, filter="data")
-        if not (tmp / "infergate" / "__init__.py").is_file():
+        if repo == PROJECT and not (tmp / "infergate" / "__init__.py").is_file():
             shutil.rmtree(tmp)
             raise RevisionError(f"--infergate-perf-against {rev!r} ({sha[:10]}) has no "
                                 f"infergate package")
         try:
-            os.rename(tmp, source)
+            os.rename(tmp, extract)
         except OSError:  # another worker got there first
             shutil.rmtree(tmp, ignore_errors=True)
-    return Checkout(rev, sha, source, home / "cache")
+    copies = {str(f): extract / f.relative_to(repo) for f in model_files}
+    return Checkout(rev, sha, extract if repo == PROJECT else PROJECT, home / "cache", extract,
+                    {f: (c if c.is_file() else None) for f, c in copies.items()})
 
 
 # Runs with the revision's own infergate: only names every revision since the performance
-# gate has (all_models, all_backends, ModelUnderTest, ArtifactStore, Backend.prepare).
+# gate has (all_models, all_backends, ModelUnderTest, ArtifactStore, Backend.prepare), but
+# use_model_files, which only a project's A/B asks for (with this infergate).
 _PREPARE = """
 import json, sys
 from pathlib import Path
@@ -93,6 +139,9 @@ from infergate.backends import all_backends
 from infergate.models import all_models
 from infergate.build.subject import ModelUnderTest
 model, backend, precision, cache = sys.argv[1:5]
+if sys.argv[5:]:  # the project's model file at the revision (only where it has model files)
+    from infergate.models import use_model_files
+    use_model_files(sys.argv[5:])
 if model not in all_models() or backend not in all_backends():
     print(json.dumps({"missing": True})); sys.exit(0)
 subject = ModelUnderTest(all_models()[model], ArtifactStore(Path(cache)))
@@ -104,15 +153,32 @@ print(json.dumps(known))
 """
 
 
-def prepare(ref: Checkout, model: str, backend: str, precision: str) -> dict | None:
+def _environment(ref: Checkout) -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ref.source), *ref.python_path])}
+
+
+def _copy_of(ref: Checkout, model_file: str) -> list[str] | None:
+    """The revision's copy of a project's model file as arguments ([] for a model found by
+    name; None where the revision has no such file)."""
+    if not model_file:
+        return []
+    copy = ref.model_files.get(model_file)
+    return None if copy is None else [str(copy)]
+
+
+def prepare(ref: Checkout, model: str, backend: str, precision: str,
+            model_file: str = "") -> dict | None:
     """Build the revision's artifacts for one combination with the revision's code; returns
     what its probes need to find them (the model fingerprint, and the calibration digest of
     a calibrated precision where the revision has one), or None when the revision lacks the
-    combination."""
-    env = {**os.environ, "PYTHONPATH": str(ref.source)}
+    combination. ``model_file``: this tree's file of a project's model ("" for a model found
+    by name), whose copy at the revision is built."""
+    copy = _copy_of(ref, model_file)
+    if copy is None:
+        return None
     proc = subprocess.run([sys.executable, "-c", _PREPARE, model, backend, precision,
-                           str(ref.cache_dir)], capture_output=True, text=True, env=env,
-                          cwd=ref.source, check=False)
+                           str(ref.cache_dir), *copy], capture_output=True, text=True,
+                          env=_environment(ref), cwd=ref.source, check=False)
     if proc.returncode or not proc.stdout.strip():
         raise RevisionError(f"{model}-{backend}-{precision}: preparing {ref.label} failed "
                             f"(exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -122,11 +188,13 @@ def prepare(ref: Checkout, model: str, backend: str, precision: str) -> dict | N
 
 def run_reference_probe(ref: Checkout, prepared: dict, model: str, backend: str,
                         precision: str, *, dims: dict, threads: int, min_time_s: float,
-                        lock_dir: Path, feed: Path | None = None) -> dict:
+                        lock_dir: Path, feed: Path | None = None,
+                        model_file: str = "") -> dict:
     """One fresh-process measurement with the revision's code and artifacts (``prepared``:
     what ``prepare`` returned), under the same lock as this tree's probes. ``feed``: this
     tree's saved inputs, so both sides run one feed and neither imports torch for it (a
-    revision from before saved feeds ignores it and makes its own)."""
+    revision from before saved feeds ignores it and makes its own). ``model_file``: as for
+    ``prepare``."""
     from infergate.perf.probe import probe_request, spawn_probe
 
     request = probe_request(model, backend, precision, ref.cache_dir, prepared["fingerprint"],
@@ -134,4 +202,7 @@ def run_reference_probe(ref: Checkout, prepared: dict, model: str, backend: str,
     request.update({k: v for k, v in prepared.items() if k != "fingerprint"})
     if feed is not None:
         request["feed"] = str(feed)
+    copy = _copy_of(ref, model_file)
+    if copy:  # read by this infergate's probe: a project's A/B never runs another one
+        request.update(model_file=copy[0], sys_path=ref.python_path)
     return spawn_probe(request, source=ref.source, lock_dir=lock_dir)
