@@ -8,7 +8,14 @@ import pytest
 from infergate.build.artifacts import ArtifactStore
 from infergate.build.subject import ModelUnderTest
 from infergate.models import load_file
-from infergate.perf.revision import PROJECT, RevisionError, checkout, prepare
+from infergate.perf.probe import ProbeError
+from infergate.perf.revision import (
+    PROJECT,
+    RevisionError,
+    checkout,
+    prepare,
+    run_reference_probe,
+)
 from tests.test_model_files import model_file
 
 pytestmark = pytest.mark.skipif(not (PROJECT / ".git").exists(),
@@ -102,3 +109,21 @@ def test_model_files_outside_one_git_repository_are_clear_errors(tmp_path, model
         checkout("HEAD", tmp_path / "cache", [model_repo, model_file(other, "elsewhere")])
     with pytest.raises(RevisionError, match=f"'v9': not a commit of {model_repo.parents[1]}"):
         checkout("v9", tmp_path / "cache", [model_repo])
+
+
+def test_a_revision_whose_model_takes_other_inputs_fails_naming_the_revision(tmp_path,
+                                                                            model_repo):
+    """Both sides run this tree's feed: where the revision's model cannot take it, its
+    runtime's message says so, under the revision's name."""
+    path = model_repo
+    path.write_text(path.read_text().replace("6", "8"))  # this tree's model takes x: (batch, 8)
+    ref = checkout("HEAD", tmp_path / "cache", [path])
+    prepared = prepare(ref, "affine", "ort_cpu", "fp32", str(path))
+    subject = ModelUnderTest(load_file(path).SPEC, ArtifactStore(tmp_path / "tree-cache"))
+    dims = subject.spec.benchmark_dims()
+    with pytest.raises(ProbeError, match=r"HEAD \(\w+\), measured for A/B on this tree's "
+                                         r"feed: affine-ort_cpu-fp32: measuring process exited"
+                                         r"(.|\n)*x"):
+        run_reference_probe(ref, prepared, "affine", "ort_cpu", "fp32", dims=dims, threads=1,
+                            min_time_s=0.05, lock_dir=tmp_path, feed=subject.feed_path(**dims),
+                            model_file=str(path))

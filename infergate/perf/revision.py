@@ -195,7 +195,7 @@ def run_reference_probe(ref: Checkout, prepared: dict, model: str, backend: str,
     tree's saved inputs, so both sides run one feed and neither imports torch for it (a
     revision from before saved feeds ignores it and makes its own). ``model_file``: as for
     ``prepare``."""
-    from infergate.perf.probe import probe_request, spawn_probe
+    from infergate.perf.probe import ProbeError, probe_request, spawn_probe
 
     request = probe_request(model, backend, precision, ref.cache_dir, prepared["fingerprint"],
                             dims=dims, threads=threads, min_time_s=min_time_s)
@@ -205,4 +205,7 @@ def run_reference_probe(ref: Checkout, prepared: dict, model: str, backend: str,
     copy = _copy_of(ref, model_file)
     if copy:  # read by this infergate's probe: a project's A/B never runs another one
         request.update(model_file=copy[0], sys_path=ref.python_path)
-    return spawn_probe(request, source=ref.source, lock_dir=lock_dir)
+    try:
+        return spawn_probe(request, source=ref.source, lock_dir=lock_dir)
+    except ProbeError as exc:  # e.g. its model takes other inputs than this tree's feed
+        raise ProbeError(f"{ref.label}, measured for A/B on this tree's feed: {exc}") from None
