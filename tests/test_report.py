@@ -103,6 +103,22 @@ def test_summary_md_performance_table(reports):
     assert cells[10:14] == ["", "96.62", "+2.30 %", "❌ regressed"]
 
 
+def test_the_latency_comparison_column_names_an_a_b_revision():
+    """In an A/B run the column holds the revision's p50, and its header says so."""
+    from infergate.report.view import perf_table, performance_rows
+
+    def run(*against):
+        results = [entry("test_latency", m, "ort_cpu", "fp32", "passed",
+                         latency={**latency(1.0, 0.9, "pass")["latency"], "against": a})
+                   for m, a in zip(("mlp", "gru"), against, strict=True)]
+        header, _ = perf_table(performance_rows({"results": results}))
+        return header[2]
+
+    assert run("baseline", "baseline") == "baseline p50 ms"
+    assert run("HEAD (ab12cd34ef)", "HEAD (ab12cd34ef)") == "HEAD (ab12cd34ef) p50 ms (A/B)"
+    assert run("baseline", "HEAD (ab12cd34ef)") == "baseline or HEAD (ab12cd34ef) p50 ms"
+
+
 def test_html_is_self_contained_and_escaped(reports):
     page = reports["report.html"]
     assert EVIL not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page

@@ -274,8 +274,8 @@ def _perf_bar(entry: dict, kind: str, href: str) -> Bar:
 
 def _perf_charts(document: dict, anchor: Anchors) -> str:
     sections = []
-    for kind, title, unit in (("latency", "Latency: p50 bar, min–p99 whisker, "
-                                          "baseline p50 tick, dashed red threshold", "ms"),
+    for kind, title, unit in (("latency", "Latency: p50 bar, min–p99 whisker, baseline (or "
+                                          "A/B revision) p50 tick, dashed red threshold", "ms"),
                               ("memory", "Model memory (peak RSS above the initialised runtime): "
                                          "bar, baseline tick, dashed red limit", "MB")):
         entries = [e for e in document["results"] if kind in e]

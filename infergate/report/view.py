@@ -289,9 +289,23 @@ def _gated_delta(row: PerfRow) -> str:
     return _signed(row.figure("latency", "delta_pct"))
 
 
+BASELINE_P50 = "baseline p50 ms"
+
+
+def _compared_with(rows: list[PerfRow]) -> str:
+    """The latency comparison column's header: an A/B run compares with the revision's
+    processes (``latency.against`` names it), not with a stored baseline."""
+    against = {((r.latency or {}).get("latency") or {}).get("against") for r in rows} - {None}
+    revisions = sorted(against - {"baseline"})
+    if not revisions:
+        return BASELINE_P50
+    name = revisions[0] if len(revisions) == 1 else "revision"
+    return f"{name} p50 ms (A/B)" if against == set(revisions) else f"baseline or {name} p50 ms"
+
+
 PERF_COLUMNS = (
     ("p50 ms", lambda r, s: fmt(r.figure("latency", "p50_ms"), "{:.3g}")),
-    ("baseline p50 ms", lambda r, s: fmt(r.baseline("latency", "p50_ms"), "{:.3g}")),
+    (BASELINE_P50, lambda r, s: fmt(r.baseline("latency", "p50_ms"), "{:.3g}")),
     ("Δ gated p50", lambda r, s: _gated_delta(r)),
     ("latency verdict", lambda r, s: r.verdict("latency", s)),
     ("speed-up vs torch fp32", lambda r, s: fmt(r.speedup, "{:.2f}×")),
@@ -330,7 +344,8 @@ def perf_table(rows: list[PerfRow], symbols: dict[str, str] = SYMBOLS
     measured = [r for r in rows if r.measured]
     columns = PERF_COLUMNS + (DEVICE_COLUMNS if any(
         (getattr(r, kind) or {}).get(kind) for r in measured for kind in DEVICE_KINDS) else ())
-    header = ["combination", *(name for name, _ in columns)]
+    header = ["combination", *(_compared_with(measured) if name == BASELINE_P50 else name
+                               for name, _ in columns)]
     return header, [[r.label, *(get(r, symbols) for _, get in columns)] for r in measured]
 
 
