@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
 from infergate.__main__ import main
+from infergate.history.changes import Point
 from infergate.history.ingest import ingest
+from infergate.history.report import Row, plot
 from infergate.history.store import Store
 from infergate.report.html import COLOURS
 from tests.test_history import ENV, document
@@ -51,6 +54,18 @@ def test_history_page_marks_changes_thresholds_and_outcomes(history, tmp_path, c
     assert "threshold: +10 % over the first level" in html
     # outcome colours: only test_equivalence failed, on its 4 last nights
     assert html.count(f'fill="{COLOURS["failed"]}"') == 4
+
+
+def test_the_time_axis_shows_the_hour_when_every_run_is_of_one_day():
+    def axis(*times):
+        rows = [Row(Point(i, t, None, 10.0 + i % 2), "passed", None, None)
+                for i, t in enumerate(times)]
+        return re.findall(r'<text x="[\d.]+" y="144"(?: text-anchor="end")?>([^<]+)</text>',
+                          plot(("m", "mlp-ort_cpu-fp32", "test_latency"), "p50_ms", rows))
+
+    day = datetime(2026, 11, 28, 2, 5, tzinfo=UTC)
+    assert axis(day, day + timedelta(hours=3)) == ["2026-11-28 02:05", "2026-11-28 05:05"]
+    assert axis(day, day + timedelta(days=3)) == ["2026-11-28", "2026-12-01"]
 
 
 @pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),

@@ -97,12 +97,15 @@ def plot(key: tuple, figure: str, rows: list[Row]) -> str:
     n = len(rows)
     x = lambda i: PAD_L + (W - PAD_L - PAD_R) * (i / max(n - 1, 1))  # noqa: E731
     y = lambda v: PAD_T + (H - PAD_T - PAD_B) * (1 - (v - lo) / (hi - lo))  # noqa: E731
+    # The axis's ends: dates for nightly runs; with the time where all runs are of one day.
+    same_day = rows[0].point.time.date() == rows[-1].point.time.date()
+    when = "%Y-%m-%d %H:%M" if same_day else "%Y-%m-%d"
     parts = [f'<text x="4" y="12">{_e(UNITS.get(figure, figure))}</text>',
              f'<text x="{PAD_L - 4}" y="{PAD_T + 4}" text-anchor="end">{hi:.4g}</text>',
              f'<text x="{PAD_L - 4}" y="{H - PAD_B}" text-anchor="end">{lo:.4g}</text>',
-             f'<text x="{PAD_L}" y="{H - 6}">{rows[0].point.time:%Y-%m-%d}</text>',
+             f'<text x="{PAD_L}" y="{H - 6}">{rows[0].point.time:{when}}</text>',
              f'<text x="{W - PAD_R}" y="{H - 6}" text-anchor="end">'
-             f'{rows[-1].point.time:%Y-%m-%d}</text>',
+             f'{rows[-1].point.time:{when}}</text>',
              f'<line x1="{PAD_L}" x2="{PAD_L}" y1="{PAD_T}" y2="{H - PAD_B}" stroke="#bbb"/>']
     if threshold:
         parts.append(f'<line class="threshold" x1="{PAD_L}" x2="{W - PAD_R}" '
