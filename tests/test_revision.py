@@ -2,6 +2,7 @@
 repository of a project's model files."""
 
 import subprocess
+import sys
 
 import pytest
 
@@ -14,6 +15,7 @@ from infergate.perf.revision import (
     RevisionError,
     checkout,
     prepare,
+    put_on_path,
     run_reference_probe,
 )
 from tests.test_model_files import model_file
@@ -127,3 +129,34 @@ def test_a_revision_whose_model_takes_other_inputs_fails_naming_the_revision(tmp
         run_reference_probe(ref, prepared, "affine", "ort_cpu", "fp32", dims=dims, threads=1,
                             min_time_s=0.05, lock_dir=tmp_path, feed=subject.feed_path(**dims),
                             model_file=str(path))
+
+
+def test_a_revision_s_processes_import_its_own_packages_ahead_of_installed_ones(
+        tmp_path, model_repo, monkeypatch):
+    """A package at the repository's root that the model imports (installed, say, in
+    editable mode: here on sys.path) is the revision's copy in the revision's processes."""
+    repo = model_repo.parents[1]
+    (repo / "mylayers").mkdir()
+    (repo / "mylayers" / "__init__.py").write_text("WIDTH = 3\n")
+    model_repo.write_text(model_repo.read_text().replace(
+        "self.linear = torch.nn.Linear(6, 3)",
+        "from mylayers import WIDTH\n        self.linear = torch.nn.Linear(6, WIDTH)"))
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "width from mylayers")
+    monkeypatch.syspath_prepend(str(repo))
+    spec = load_file(model_repo).SPEC
+    committed = ModelUnderTest(spec, ArtifactStore(tmp_path / "a")).fingerprint
+    (repo / "mylayers" / "__init__.py").write_text("WIDTH = 4\n")  # this tree's edit
+    monkeypatch.delitem(sys.modules, "mylayers")
+    edited = ModelUnderTest(spec, ArtifactStore(tmp_path / "b")).fingerprint
+    ref = checkout("HEAD", tmp_path / "cache", [model_repo])
+    prepared = prepare(ref, "affine", "ort_cpu", "fp32", str(model_repo))
+    assert prepared["fingerprint"] == committed != edited
+
+
+def test_put_on_path_goes_behind_the_standard_library_and_ahead_of_site_packages(
+        monkeypatch):
+    stdlib, site = "/usr/lib/python3.11", "/venv/lib/python3.11/site-packages"
+    monkeypatch.setattr(sys, "path", ["", stdlib, site, "/editable/src"])
+    put_on_path(["/rev/src", stdlib])
+    assert sys.path == ["", stdlib, "/rev/src", site, "/editable/src"]

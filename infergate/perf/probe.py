@@ -211,9 +211,10 @@ def _combination(request: dict):
     from infergate.models import all_models
 
     if request.get("model_file"):  # a project's model at another revision (A/B)
-        sys.path[:0] = request.get("sys_path", [])
         from infergate.models import use_model_files
+        from infergate.perf.revision import put_on_path
 
+        put_on_path(request.get("sys_path", []))
         use_model_files([request["model_file"]])
     if "spec_ref" in request:
         from infergate.isolation import find_backend, find_spec

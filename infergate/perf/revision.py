@@ -16,7 +16,6 @@ with its own infergate.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -57,12 +56,25 @@ class Checkout:
         return [str(p) for p in (self.extract, self.extract / "src") if p.is_dir()]
 
 
-def _git(repo: Path, *args: str) -> str | bytes:
+def _git(repo: Path, *args: str) -> str:
     proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=False)
     if proc.returncode:
         raise RevisionError(f"git {' '.join(args)} failed in {repo}: "
                             f"{proc.stderr.decode(errors='replace').strip()}")
-    return proc.stdout.decode() if args[0] != "archive" else proc.stdout
+    return proc.stdout.decode()
+
+
+def _extract(repo: Path, sha: str, into: Path) -> None:
+    """``git archive`` of ``sha`` unpacked into ``into`` as it streams (a team's repository
+    may be large: it never sits in memory whole)."""
+    with subprocess.Popen(["git", "-C", str(repo), "archive", "--format=tar", sha],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            tar.extractall(into, filter="data")
+        error = proc.stderr.read().decode(errors="replace").strip()
+    if proc.returncode:
+        shutil.rmtree(into, ignore_errors=True)
+        raise RevisionError(f"git archive {sha} failed in {repo}: {error}")
 
 
 def _repository(model_files: list[Path]) -> Path | None:
@@ -111,10 +123,8 @@ def checkout(rev: str, cache_root: Path, model_files=()) -> Checkout:
     extract = home / "src"
     if not extract.is_dir():
         home.mkdir(parents=True, exist_ok=True)
-        blob = _git(repo, "archive", "--format=tar", sha)
         tmp = Path(tempfile.mkdtemp(prefix="src.", dir=home))
-        with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-            tar.extractall(tmp, filter="data")
+        _extract(repo, sha, tmp)
         if repo == PROJECT and not (tmp / "infergate" / "__init__.py").is_file():
             shutil.rmtree(tmp)
             raise RevisionError(f"--infergate-perf-against {rev!r} ({sha[:10]}) has no "
@@ -139,9 +149,11 @@ from infergate.backends import all_backends
 from infergate.models import all_models
 from infergate.build.subject import ModelUnderTest
 model, backend, precision, cache = sys.argv[1:5]
-if sys.argv[5:]:  # the project's model file at the revision (only where it has model files)
+if sys.argv[5:]:  # a project's model file at the revision, then its packages' folders
     from infergate.models import use_model_files
-    use_model_files(sys.argv[5:])
+    from infergate.perf.revision import put_on_path
+    put_on_path(sys.argv[6:])
+    use_model_files(sys.argv[5:6])
 if model not in all_models() or backend not in all_backends():
     print(json.dumps({"missing": True})); sys.exit(0)
 subject = ModelUnderTest(all_models()[model], ArtifactStore(Path(cache)))
@@ -153,8 +165,13 @@ print(json.dumps(known))
 """
 
 
-def _environment(ref: Checkout) -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ref.source), *ref.python_path])}
+def put_on_path(folders: list[str]) -> None:
+    """In a revision's process: its project's packages (``Checkout.python_path``) ahead of the
+    installed ones, an editable install of the same package included, but behind the standard
+    library, which a file at a repository's root (an ``inspect.py``) must not shadow."""
+    site = next((i for i, entry in enumerate(sys.path)
+                 if Path(entry).name in ("site-packages", "dist-packages")), len(sys.path))
+    sys.path[site:site] = [f for f in folders if f not in sys.path]
 
 
 def _copy_of(ref: Checkout, model_file: str) -> list[str] | None:
@@ -176,9 +193,10 @@ def prepare(ref: Checkout, model: str, backend: str, precision: str,
     copy = _copy_of(ref, model_file)
     if copy is None:
         return None
+    env = {**os.environ, "PYTHONPATH": str(ref.source)}
     proc = subprocess.run([sys.executable, "-c", _PREPARE, model, backend, precision,
-                           str(ref.cache_dir), *copy], capture_output=True, text=True,
-                          env=_environment(ref), cwd=ref.source, check=False)
+                           str(ref.cache_dir), *copy, *(ref.python_path if copy else [])],
+                          capture_output=True, text=True, env=env, cwd=ref.source, check=False)
     if proc.returncode or not proc.stdout.strip():
         raise RevisionError(f"{model}-{backend}-{precision}: preparing {ref.label} failed "
                             f"(exit {proc.returncode}):\n{proc.stderr[-4000:]}")
