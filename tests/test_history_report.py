@@ -46,6 +46,8 @@ def test_history_page_marks_changes_thresholds_and_outcomes(history, tmp_path, c
     assert "history.html" in capsys.readouterr().out
     html = (tmp_path / "history.html").read_text()
     assert "gru-ort_cpu-fp32" not in html and "intel-x" not in html  # filtered out
+    assert re.search(r"· (\d+) tests × combinations × machines, (\d+) plots", html)[2] == str(
+        html.count('<svg class="trend"'))
     plots = dict(re.findall(r'<svg class="trend" data-figure="(\w+)" data-changes="(\d+)"',
                             html))
     assert plots["normalised"] == "1" and plots["cosine"] == "1" and plots["memory_mb"] == "0"

@@ -170,8 +170,9 @@ def write(store: Store, out: Path, selection: Filter | None = None) -> Path:
     data = load(store, selection)
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     chosen = ", ".join(f"{k}={v}" for k, v in vars(selection).items() if v)
-    title = (f"{store.url} · {len(data)} tests × combinations × machines · "
-             f"{chosen or 'all'} · {stamp}")
+    plots = sum(len(figures) for figures in data.values())
+    title = (f"{store.url} · {len(data)} tests × combinations × machines, {plots} plots (one "
+             f"per figure) · {chosen or 'all'} · {stamp}")
     path = Path(out) / "history.html"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, render(data, title))
