@@ -113,3 +113,78 @@ def test_the_example_repo_a_b_tests_its_models_against_a_commit_of_its_own(venv,
     assert entry["latency"]["baseline"]["p50_ms"] > 0  # the revision's measured figures
     extract, = (repo / ".cache" / "infergate" / "revisions").glob("*/src")
     assert (extract / "models" / "tiny_classifier.py").is_file()
+
+
+PACKAGED = '''"""A model shipped in the team's own package, registered by an entry point."""
+
+from infergate.spec import Dim, ModelSpec, input_generator
+
+
+def build(store):
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU()).eval()
+
+
+def make_inputs(batch: int, seed: int) -> dict:
+    import torch
+
+    return {"input": torch.randn(batch, 16, generator=input_generator(seed))}
+
+
+SPEC = ModelSpec(name="packaged", build=build, make_inputs=make_inputs, outputs=("y",),
+                 dims={"batch": Dim(1, 8, 2)}, dynamic_axes={"input": {0: "batch"}})
+'''
+
+
+@pytest.fixture
+def team_package(venv, repo):
+    """The example's src/team_models installed in editable mode (a .pth to the working
+    tree) with an ``infergate.models`` entry point; uninstalled afterwards (the venv is
+    shared). Returns the module's file in the working tree."""
+    module = repo / "src" / "team_models" / "wide.py"
+    module.parent.mkdir(parents=True)
+    (module.parent / "__init__.py").write_text("")
+    module.write_text(PACKAGED)
+    site = Path(_run([venv, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                     cwd=repo).stdout.strip())
+    info = site / "team_models-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: team-models\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[infergate.models]\npackaged = team_models.wide:SPEC\n")
+    (site / "team_models.pth").write_text(f"{repo / 'src'}\n")
+    yield module
+    shutil.rmtree(info)
+    (site / "team_models.pth").unlink()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_an_a_b_builds_the_revision_s_copy_of_an_installed_team_package(venv, repo,
+                                                                        team_package):
+    """An entry-point model of the team's package, installed editable from the working tree:
+    the revision's processes import the package from the commit's extract, not the tree."""
+    import onnx
+
+    git = ["git", "-C", repo, "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "models"]):
+        assert _run([*git, *args], cwd=repo).returncode == 0
+    team_package.write_text(team_package.read_text().replace("Linear(16, 8)", "Linear(16, 12)"))
+    run = _run([venv, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                "--infergate-perf-against", "HEAD", "--infergate-perf-latency-floor-ms", "0",
+                "--infergate-perf-threshold", "10", "--infergate-perf-min-time", "0.1",
+                "--infergate-perf-confirm", "1", "--infergate-backends", "ort_cpu",
+                "--infergate-precisions", "fp32", "-k", "test_latency and packaged"], cwd=repo)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    entry, = json.loads((repo / "reports" / "results.json").read_text())["results"]
+    assert entry["id"] == "packaged-ort_cpu-fp32"
+    assert entry["latency"]["against"].startswith("HEAD (")
+
+    def widths(folder):
+        return {tuple(i.dims) for path in folder.glob("onnx/*/model.onnx")
+                for i in onnx.load(path).graph.initializer if len(i.dims) == 2}
+
+    cache = repo / ".cache" / "infergate"
+    assert widths(cache) == {(12, 16)}  # this tree's, from the editable install
+    revision_cache, = cache.glob("revisions/*/cache")
+    assert widths(revision_cache) == {(8, 16)}  # the commit's

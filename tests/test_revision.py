@@ -50,6 +50,23 @@ def test_an_installed_infergate_says_it_has_no_revisions_to_time(tmp_path, monke
         checkout("HEAD", tmp_path / "cache")
 
 
+def test_an_installed_infergate_times_the_rootdir_s_repository_without_model_files(
+        tmp_path, monkeypatch, model_repo):
+    """Models from entry points of the project's own package: the revision's processes
+    import that package from the extract (root or src/), with the installed infergate."""
+    site = tmp_path / "site-packages"
+    (site / "infergate").mkdir(parents=True)
+    (site / "infergate" / "__init__.py").write_text("")
+    monkeypatch.setattr("infergate.perf.revision.PROJECT", site)
+    repo = model_repo.parents[1]
+    ref = checkout("HEAD", tmp_path / "cache", project=repo / "models")
+    assert (ref.extract / "models" / "affine.py").is_file() and ref.model_files == {}
+    assert ref.source == ref.extract.parent and ref.python_path == [str(ref.extract)]
+    with pytest.raises(RevisionError, match=f"{tmp_path} is not in a git repository and this "
+                                            f"infergate is installed"):
+        checkout("HEAD", tmp_path / "cache", project=tmp_path)
+
+
 def test_prepare_builds_with_the_revision_s_own_code_and_cache(tmp_path):
     ref = checkout("HEAD", tmp_path)
     prepared = prepare(ref, "mlp", "ort_cpu", "fp32")

@@ -210,11 +210,13 @@ def _combination(request: dict):
     from infergate.build.subject import ModelUnderTest
     from infergate.models import all_models
 
-    if request.get("model_file"):  # a project's model at another revision (A/B)
-        from infergate.models import use_model_files
+    if request.get("sys_path"):  # a project at another revision (A/B): its packages
         from infergate.perf.revision import put_on_path
 
-        put_on_path(request.get("sys_path", []))
+        put_on_path(request["sys_path"])
+    if request.get("model_file"):  # and its model file
+        from infergate.models import use_model_files
+
         use_model_files([request["model_file"]])
     if "spec_ref" in request:
         from infergate.isolation import find_backend, find_spec

@@ -37,7 +37,9 @@ class RevisionError(RuntimeError):
 class Checkout:
     rev: str  # as the user named it
     sha: str
-    source: Path  # where its processes import infergate from: the extract, or this infergate
+    # first on its processes' path, their cwd: the extract or this infergate's source checkout
+    # (where they import infergate from), or the extract's parent for an installed infergate
+    source: Path
     cache_dir: Path  # its own artifact cache
     extract: Path  # the repository at the revision
     # this tree's model files -> their copies at the revision (None: not there)
@@ -77,15 +79,21 @@ def _extract(repo: Path, sha: str, into: Path) -> None:
         raise RevisionError(f"git archive {sha} failed in {repo}: {error}")
 
 
+def _toplevel(path: Path) -> Path | None:
+    try:
+        return Path(_git(path, "rev-parse", "--show-toplevel").strip()).resolve()
+    except RevisionError:
+        return None
+
+
 def _repository(model_files: list[Path]) -> Path | None:
     """The one git repository holding the project's model files (None without any)."""
     found: dict[Path, Path] = {}
     for path in model_files:
-        try:
-            top = Path(_git(path.parent, "rev-parse", "--show-toplevel").strip()).resolve()
-        except RevisionError:
+        top = _toplevel(path.parent)
+        if top is None:
             raise RevisionError(f"--infergate-perf-against: model file {path} is not in a git "
-                                f"repository, so it has no revision to time against") from None
+                                f"repository, so it has no revision to time against")
         found.setdefault(top, path)
     if len(found) > 1:
         raise RevisionError("--infergate-perf-against: the model files come from more than "
@@ -95,25 +103,33 @@ def _repository(model_files: list[Path]) -> Path | None:
     return next(iter(found), None)
 
 
-def checkout(rev: str, cache_root: Path, model_files=()) -> Checkout:
-    """Extract ``rev`` (anything ``git rev-parse`` takes) of the repository holding
-    ``model_files`` (the project's own, by path), or of infergate's source checkout without
-    any, under ``cache_root``, once per commit; the extract appears whole or not at all."""
+def _is_source_checkout() -> bool:
+    return (PROJECT / "infergate" / "__init__.py").is_file() and (PROJECT / ".git").exists()
+
+
+def checkout(rev: str, cache_root: Path, model_files=(), project: Path | None = None
+             ) -> Checkout:
+    """Extract ``rev`` (anything ``git rev-parse`` takes) under ``cache_root``, once per
+    commit (the extract appears whole or not at all), of: the repository holding
+    ``model_files`` (the project's own, by path); without any, infergate's source checkout;
+    where infergate is installed, the repository of ``project`` (pytest's rootdir), whose
+    packages (entry-point models) the revision's processes then import from the extract."""
     if shutil.which("git") is None:
         raise RevisionError("--infergate-perf-against needs git, which is not installed")
     model_files = [Path(f).resolve() for f in model_files]
     repo = _repository(model_files)
-    if repo is None:
-        if not (PROJECT / "infergate" / "__init__.py").is_file() or not (
-                PROJECT / ".git").exists():
-            raise RevisionError(
-                f"--infergate-perf-against times revisions of your models' git repository "
-                f"(their model files: --infergate-model-file or the ini key "
-                f"infergate_model_files) or of infergate's own source checkout; this run has "
-                f"no model files and this infergate is installed ({PROJECT}), so there is "
-                f"nothing to check out. Compare your runs with the stored baselines, or "
-                f"`python -m infergate compare RUN_A RUN_B`")
+    if repo is None and _is_source_checkout():
         repo = PROJECT
+    elif repo is None:
+        repo = _toplevel(Path(project)) if project is not None else None
+        if repo is None:
+            where = f"{project} is not in a git repository" if project else "no project given"
+            raise RevisionError(
+                f"--infergate-perf-against times revisions of your project's git repository "
+                f"(the one holding your model files, or else pytest's rootdir) or of "
+                f"infergate's own source checkout; {where} and this infergate is installed "
+                f"({PROJECT}), so there is nothing to check out. Compare your runs with the "
+                f"stored baselines, or `python -m infergate compare RUN_A RUN_B`")
     try:
         sha = _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip()
     except RevisionError as exc:
@@ -133,14 +149,20 @@ def checkout(rev: str, cache_root: Path, model_files=()) -> Checkout:
             os.rename(tmp, extract)
         except OSError:  # another worker got there first
             shutil.rmtree(tmp, ignore_errors=True)
+    if repo == PROJECT:  # infergate's own revision, with its own infergate
+        source = extract
+    elif _is_source_checkout():  # a project's, with this infergate's source
+        source = PROJECT
+    else:  # a project's, with this infergate as installed: nothing goes ahead of the stdlib
+        source = home
     copies = {str(f): extract / f.relative_to(repo) for f in model_files}
-    return Checkout(rev, sha, extract if repo == PROJECT else PROJECT, home / "cache", extract,
+    return Checkout(rev, sha, source, home / "cache", extract,
                     {f: (c if c.is_file() else None) for f, c in copies.items()})
 
 
 # Runs with the revision's own infergate: only names every revision since the performance
 # gate has (all_models, all_backends, ModelUnderTest, ArtifactStore, Backend.prepare), but
-# use_model_files, which only a project's A/B asks for (with this infergate).
+# use_model_files and put_on_path, which only a project's A/B asks for (with this infergate).
 _PREPARE = """
 import json, sys
 from pathlib import Path
@@ -149,11 +171,11 @@ from infergate.backends import all_backends
 from infergate.models import all_models
 from infergate.build.subject import ModelUnderTest
 model, backend, precision, cache = sys.argv[1:5]
-if sys.argv[5:]:  # a project's model file at the revision, then its packages' folders
+if sys.argv[5:]:  # a project's: its model file's copy ("" for one found by name), folders
     from infergate.models import use_model_files
     from infergate.perf.revision import put_on_path
     put_on_path(sys.argv[6:])
-    use_model_files(sys.argv[5:6])
+    use_model_files([f for f in sys.argv[5:6] if f])
 if model not in all_models() or backend not in all_backends():
     print(json.dumps({"missing": True})); sys.exit(0)
 subject = ModelUnderTest(all_models()[model], ArtifactStore(Path(cache)))
@@ -193,10 +215,13 @@ def prepare(ref: Checkout, model: str, backend: str, precision: str,
     copy = _copy_of(ref, model_file)
     if copy is None:
         return None
-    env = {**os.environ, "PYTHONPATH": str(ref.source)}
+    # infergate's own revision takes no more arguments for a model found by name.
+    project = [copy[0] if copy else "", *ref.python_path] if copy or ref.python_path else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ref.source), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     proc = subprocess.run([sys.executable, "-c", _PREPARE, model, backend, precision,
-                           str(ref.cache_dir), *copy, *(ref.python_path if copy else [])],
-                          capture_output=True, text=True, env=env, cwd=ref.source, check=False)
+                           str(ref.cache_dir), *project], capture_output=True, text=True,
+                          env=env, cwd=ref.source, check=False)
     if proc.returncode or not proc.stdout.strip():
         raise RevisionError(f"{model}-{backend}-{precision}: preparing {ref.label} failed "
                             f"(exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -220,9 +245,12 @@ def run_reference_probe(ref: Checkout, prepared: dict, model: str, backend: str,
     request.update({k: v for k, v in prepared.items() if k != "fingerprint"})
     if feed is not None:
         request["feed"] = str(feed)
+    # Both read by this infergate's probe: a project's A/B never runs another one.
     copy = _copy_of(ref, model_file)
-    if copy:  # read by this infergate's probe: a project's A/B never runs another one
-        request.update(model_file=copy[0], sys_path=ref.python_path)
+    if copy:
+        request["model_file"] = copy[0]
+    if ref.python_path:
+        request["sys_path"] = ref.python_path
     try:
         return spawn_probe(request, source=ref.source, lock_dir=lock_dir)
     except ProbeError as exc:  # e.g. its model takes other inputs than this tree's feed
