@@ -11,7 +11,8 @@ calibration feeds), and a shared cache must never hand one side's build to the o
 Which repository: where the project has model files of its own (``--infergate-model-file``,
 ``infergate_model_files``), the git repository holding them, timed with this same infergate
 (a team A/B-tests its change to its models); else infergate's own source checkout, each side
-with its own infergate.
+with its own infergate; else (infergate installed) the repository of pytest's rootdir. A
+project's revision imports its own packages from the extract (``put_on_path``).
 """
 
 from __future__ import annotations
