@@ -163,7 +163,8 @@ def test_a_revision_s_processes_import_its_own_packages_ahead_of_installed_ones(
     monkeypatch.syspath_prepend(str(repo))
     spec = load_file(model_repo).SPEC
     committed = ModelUnderTest(spec, ArtifactStore(tmp_path / "a")).fingerprint
-    (repo / "mylayers" / "__init__.py").write_text("WIDTH = 4\n")  # this tree's edit
+    # This tree's edit; another size, so a bytecode cache of the same second is not reused.
+    (repo / "mylayers" / "__init__.py").write_text("WIDTH = 12\n")
     monkeypatch.delitem(sys.modules, "mylayers")
     edited = ModelUnderTest(spec, ArtifactStore(tmp_path / "b")).fingerprint
     ref = checkout("HEAD", tmp_path / "cache", [model_repo])
