@@ -178,3 +178,13 @@ def test_put_on_path_goes_behind_the_standard_library_and_ahead_of_site_packages
     monkeypatch.setattr(sys, "path", ["", stdlib, site, "/editable/src"])
     put_on_path(["/rev/src", stdlib])
     assert sys.path == ["", stdlib, "/rev/src", site, "/editable/src"]
+
+
+def test_an_archive_git_cannot_write_is_a_clear_error_and_leaves_nothing(tmp_path):
+    from infergate.perf.revision import _extract
+
+    into = tmp_path / "src.x"
+    into.mkdir()
+    with pytest.raises(RevisionError, match=r"git archive 0{40} failed in .*: fatal"):
+        _extract(PROJECT, "0" * 40, into)
+    assert not into.exists()

@@ -72,12 +72,16 @@ def _extract(repo: Path, sha: str, into: Path) -> None:
     may be large: it never sits in memory whole)."""
     with subprocess.Popen(["git", "-C", str(repo), "archive", "--format=tar", sha],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-            tar.extractall(into, filter="data")
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                tar.extractall(into, filter="data")
+            unreadable = ""
+        except tarfile.TarError as exc:  # git stopped writing (missing objects, say)
+            unreadable = f"; its output could not be unpacked: {exc}"
         error = proc.stderr.read().decode(errors="replace").strip()
-    if proc.returncode:
+    if proc.returncode or unreadable:
         shutil.rmtree(into, ignore_errors=True)
-        raise RevisionError(f"git archive {sha} failed in {repo}: {error}")
+        raise RevisionError(f"git archive {sha} failed in {repo}: {error}{unreadable}")
 
 
 def _toplevel(path: Path) -> Path | None:
