@@ -1,5 +1,5 @@
-"""Checking out another revision for A/B timing (--perf-against): infergate's own, or the
-repository of a project's model files."""
+"""Checking out another revision for A/B timing (--perf-against): infergate's own, the
+repository of a project's model files, or (infergate installed) that of pytest's rootdir."""
 
 import subprocess
 import sys
