@@ -107,6 +107,9 @@ def test_performance_gate_end_to_end(project, pytester, controlled_timings):
     result, _ = project(*select, tests=perf_tests)
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines(["*no baseline for machine*--infergate-update-baselines*"])
+    # A newcomer's many skips, explained once at the end.
+    result.stdout.fnmatch_lines(["infergate: 2 performance tests skipped for want of a baseline "
+                                 "(this machine: *); take them with*--infergate-perf-against*"])
     assert list((pytester.path / "out").glob("baseline-candidate-*.json"))
 
     result, _ = project(*select, "--update-baselines", tests=perf_tests)
