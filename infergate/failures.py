@@ -55,6 +55,12 @@ class ChildFailure(RuntimeError):
                 "stderr_tail": self.stderr_tail, "reproduce": self.reproduce}
 
 
+def path_first(source) -> str:
+    """PYTHONPATH for a child that imports infergate from ``source`` (this checkout, another
+    revision's), ahead of whatever PYTHONPATH this process has."""
+    return os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+
+
 def kill_group(pid: int) -> None:
     """SIGKILL the process group a child was started in (``start_new_session``): the child
     and whatever it forked and left behind."""

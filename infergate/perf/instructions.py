@@ -156,7 +156,7 @@ def dump_totals(directory: Path) -> dict[str, int]:
 def spawn_counted(request: dict, *, source: Path, preexec_fn=None) -> dict:
     """Run ``python -m infergate.perf.probe`` under callgrind with instrumentation off except
     around the probe's counted loop; returns the probe's reply with ``instructions`` added."""
-    from infergate.failures import ChildFailure, describe_exit, run_child
+    from infergate.failures import ChildFailure, describe_exit, path_first, run_child
     from infergate.perf.probe import ProbeError
 
     label = f"{request['model']}-{request['backend']}-{request['precision']}"
@@ -164,8 +164,7 @@ def spawn_counted(request: dict, *, source: Path, preexec_fn=None) -> dict:
         request = {**request, "mode": "instructions", "dump_dir": tmp}
         env = {**{k: v for k, v in os.environ.items()
                   if k in KEEP or k.startswith("INFERGATE_")},
-               **ENVIRONMENT, "PYTHONPATH": os.pathsep.join(
-                   [str(source), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+               **ENVIRONMENT, "PYTHONPATH": path_first(source)}
         command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                    f"--callgrind-out-file={tmp}/callgrind.out.%p", "--error-limit=no",
                    sys.executable, "-m", "infergate.perf.probe"]

@@ -25,7 +25,7 @@ from pathlib import Path
 from infergate.accuracy.precision import CALIBRATED
 from infergate.backends.device_time import DeviceFigures
 from infergate.backends.gpu_memory import device_memory_figures
-from infergate.failures import ChildFailure, describe_exit, run_child
+from infergate.failures import ChildFailure, describe_exit, path_first, run_child
 from infergate.perf.injected import InjectedWork
 
 MB = 2**20
@@ -119,8 +119,7 @@ def spawn_probe(request: dict, *, source: Path, lock_dir: Path) -> dict:
     # A fixed hash seed and no address-space randomisation give every probe the same memory
     # layout: on this machine type that took the MLP's between-process scatter from tens of
     # percent to about one.
-    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": os.pathsep.join(
-        [str(source), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": path_first(source)}
     label = f"{request['model']}-{request['backend']}-{request['precision']}"
     with measurement_lock(lock_dir):
         try:

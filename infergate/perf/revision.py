@@ -222,8 +222,9 @@ def prepare(ref: Checkout, model: str, backend: str, precision: str,
         return None
     # infergate's own revision takes no more arguments for a model found by name.
     project = [copy[0] if copy else "", *ref.python_path] if copy or ref.python_path else []
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ref.source), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    from infergate.failures import path_first
+
+    env = {**os.environ, "PYTHONPATH": path_first(ref.source)}
     proc = subprocess.run([sys.executable, "-c", _PREPARE, model, backend, precision,
                            str(ref.cache_dir), *project], capture_output=True, text=True,
                           env=env, cwd=ref.source, check=False)
