@@ -201,13 +201,13 @@ def put_on_path(folders: list[str]) -> None:
     sys.path[site:site] = [f for f in folders if f not in sys.path]
 
 
-def _copy_of(ref: Checkout, model_file: str) -> list[str] | None:
-    """The revision's copy of a project's model file as arguments ([] for a model found by
-    name; None where the revision has no such file)."""
+def _copy_of(ref: Checkout, model_file: str) -> str | None:
+    """The revision's copy of a project's model file ("" for a model found by name; None
+    where the revision has no such file)."""
     if not model_file:
-        return []
+        return ""
     copy = ref.model_files.get(model_file)
-    return None if copy is None else [str(copy)]
+    return None if copy is None else str(copy)
 
 
 def prepare(ref: Checkout, model: str, backend: str, precision: str,
@@ -221,7 +221,7 @@ def prepare(ref: Checkout, model: str, backend: str, precision: str,
     if copy is None:
         return None
     # infergate's own revision takes no more arguments for a model found by name.
-    project = [copy[0] if copy else "", *ref.python_path] if copy or ref.python_path else []
+    project = [copy, *ref.python_path] if copy or ref.python_path else []
     from infergate.failures import path_first
 
     env = {**os.environ, "PYTHONPATH": path_first(ref.source)}
@@ -254,7 +254,7 @@ def run_reference_probe(ref: Checkout, prepared: dict, model: str, backend: str,
     # Both read by this infergate's probe: a project's A/B never runs another one.
     copy = _copy_of(ref, model_file)
     if copy:
-        request["model_file"] = copy[0]
+        request["model_file"] = copy
     if ref.python_path:
         request["sys_path"] = ref.python_path
     try:
