@@ -14,13 +14,6 @@ TIERS = ("smoke", "full")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-# Measured on the MLP and the digits CNN under callgrind: one small extra op moved the count
-# 2-17 % whatever its FLOPs, and on OpenVINO the count fell.
-TOO_SMALL_TO_COUNT = ("too small for an instruction count to scale with its work: per-op "
-                      "overhead dominates (one small extra op moved such a count 2-17 %, "
-                      "whatever its FLOPs)")
-
-
 class SpecError(ValueError):
     """A ModelSpec that cannot be used; the registry prefixes the defining file."""
 
@@ -102,8 +95,8 @@ class ModelSpec:
     benchmark: Mapping[str, int] = field(default_factory=dict)
     # {backend or (backend, precision): PerfOverride}
     perf_overrides: Mapping[Any, PerfOverride] = field(default_factory=dict)
-    # Why the instruction-count figure cannot judge this model ("" where it can): e.g. one so
-    # small that per-op overhead, not its work, makes up its count.
+    # Why the instruction-count figure cannot judge this model ("" where it can): e.g. one
+    # whose runtime needs an ISA valgrind's virtual CPU lacks.
     uncountable: str = ""
     timeouts: Timeouts | None = None  # step limits other than the tier's, with the reason
     description: str = ""

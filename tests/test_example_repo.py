@@ -109,7 +109,9 @@ def test_the_example_repo_a_b_tests_its_models_against_a_commit_of_its_own(venv,
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     entry, = json.loads((repo / "reports" / "results.json").read_text())["results"]
     assert entry["latency"]["against"].startswith("HEAD (")
-    assert entry["latency"]["verdict"] == "pass", entry["perf_message"]
+    # Wall time on a shared machine may leave an A/A undecided; at a 1000 % threshold it can
+    # neither regress nor improve: the verdict is asserted only where the clock cannot move it.
+    assert entry["latency"]["verdict"] in ("pass", "insufficient"), entry["perf_message"]
     assert entry["latency"]["baseline"]["p50_ms"] > 0  # the revision's measured figures
     extract, = (repo / ".cache" / "infergate" / "revisions").glob("*/src")
     assert (extract / "models" / "tiny_classifier.py").is_file()

@@ -114,15 +114,7 @@ class Backend:
     tier: str = "smoke"  # the cheapest tier this backend runs in
     requires: tuple[str, ...] = ()  # importable modules it needs
     precision_requires: dict[str, tuple[str, ...]] = {}  # extra modules for one precision
-    # Instructions an inference's count can move between processes of unchanged code, whatever
-    # the model (allocator state): the instruction gate's least uncertainty for this backend.
-    count_scatter: int = 0
     uncountable: str = ""  # why its instruction count cannot judge it, "" where it can
-    count_scatter_by_precision: dict[str, int] = {}  # where one precision was measured apart
-
-    def scatter(self, precision: str) -> int:
-        """``count_scatter`` for ``precision``."""
-        return self.count_scatter_by_precision.get(precision, self.count_scatter)
 
     def unavailable_reason(self, precision: str | None = None) -> str | None:
         """Why this backend (at ``precision``) cannot run here, or None.

@@ -68,13 +68,6 @@ class OrtCpu(Backend):
     name = "ort_cpu"
     precisions = tuple(ONNX_FOR_PRECISION)
     requires = ("onnxruntime",)
-    # MiniLM-short fp32 under callgrind, 25 processes of one build: two states 300-475k
-    # instructions apart (memset and ORT's allocation paths), the lower one in 1-2 of 6
-    # processes, never the same state for all processes of a run.
-    count_scatter = 500_000
-    # fp32 showed a third state at one checkout path (the heap layout follows it): 95.32M,
-    # 880k over the lower state, where every other path gave 94.44M or 94.80M.
-    count_scatter_by_precision = {"fp32": 900_000}
 
     def prepare(self, subject, precision: str) -> Runner:
         path = ONNX_FOR_PRECISION[precision](subject)

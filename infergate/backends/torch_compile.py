@@ -66,9 +66,6 @@ class TorchCompile(Backend):
     precisions = ("fp32", "bf16")
     tier = "full"
     requires = ("torch",)
-    # MiniLM-short fp32 under callgrind, 13 processes of one build (the count benchmark):
-    # 107.10-107.61M, a 0.48 % range that three baseline processes (0.07 %) did not show.
-    count_scatter = 500_000
 
     @property
     def device(self) -> str:

@@ -6,7 +6,7 @@ import hashlib
 from functools import cache
 from pathlib import Path
 
-from infergate.spec import TOO_SMALL_TO_COUNT, Dim, ModelSpec, TaskCheck, input_generator
+from infergate.spec import Dim, ModelSpec, TaskCheck, input_generator
 
 _STEPS = 100  # full-batch Adam steps: ~98% held-out accuracy in ~2 s on 2 cores
 _TEST_FRACTION = 0.25  # 450 held-out images
@@ -128,5 +128,4 @@ SPEC = ModelSpec(
     ),
     calibration=_calibration,
     tier="smoke",
-    uncountable=TOO_SMALL_TO_COUNT,
 )

@@ -2,7 +2,7 @@
 where exporters must keep the sequence length dynamic through a loop. (torch is imported
 inside the functions: see ``mlp``.)"""
 
-from infergate.spec import TOO_SMALL_TO_COUNT, Dim, ModelSpec, input_generator
+from infergate.spec import Dim, ModelSpec, input_generator
 
 VOCAB, EMBED, HIDDEN, CLASSES = 1000, 32, 64, 4
 
@@ -43,7 +43,6 @@ SPEC = ModelSpec(
     dims={"batch": Dim(1, 16, 4), "seq": Dim(2, 64, 16)},
     dynamic_axes={"tokens": {0: "batch", 1: "seq"}},
     tier="smoke",
-    uncountable=TOO_SMALL_TO_COUNT,
     unsupported={("torch_export", p): "torch.export specializes nn.GRU's sequence length to "
                                       "the example's (16): 'Constraints violated (seq)', so no "
                                       "package serves the declared seq range (torch 2.13)"

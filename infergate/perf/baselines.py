@@ -34,7 +34,7 @@ class BaselineError(ValueError):
     """A baseline file that cannot be used; the message names the file."""
 
 
-RETAKE = ("fix or delete it, or re-take it with `pytest suites/performance "
+RETAKE = ("fix or delete it, or re-take it with `pytest "
           "--infergate-update-baselines` "
           "(an update moves an unreadable file aside and drops bad entries)")
 
@@ -75,10 +75,15 @@ def entry_problems(entry) -> list[str]:
                   and all(_positive(c) for c in counted["processes"])):
             problems.append("instructions.processes must be a non-empty list of finite "
                             "positive counts")
+    heap = entry.get("heap")
+    if heap is not None:
+        from infergate.perf.heap import problems as heap_problems
+
+        problems += heap_problems(heap)
     device = entry.get("device")
     if device is not None:
         problems += device_problems(device)
-    if latency is None and memory is None and counted is None:
+    if latency is None and memory is None and counted is None and heap is None:
         problems.append("has no latency, memory or instructions figures")
     return problems
 

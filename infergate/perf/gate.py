@@ -73,6 +73,29 @@ class PerfVerdict:
         return {"status": self.status, "message": self.message, **self.figures}
 
 
+def settle(verdicts: list[PerfVerdict], undecided: list[str], *, strict: bool,
+           taking: bool = False) -> None:
+    """End a performance test on its verdicts: each is printed (prefixed "baseline taken:"
+    in the run that writes the baseline), an undecidable one (``insufficient``) is set aside,
+    and with none decided the test skips with every reason (fails under
+    --infergate-perf-strict): an undecided verdict is never a pass. Fails with the message
+    of every regressed one."""
+    import pytest
+
+    __tracebackhide__ = True
+    decided = [v for v in verdicts if v.status != "insufficient"]
+    undecided = undecided + [v.message for v in verdicts if v.status == "insufficient"]
+    for verdict in verdicts:
+        print(f"baseline taken: {verdict}" if taking else verdict)
+    if not decided:
+        reasons = "; ".join(undecided)
+        if strict and any(v.status == "insufficient" for v in verdicts):
+            pytest.fail(f"undecided (--infergate-perf-strict): {reasons}", pytrace=False)
+        pytest.skip(reasons)
+    failed = [str(v) for v in decided if not v]
+    assert not failed, "\n".join(failed)
+
+
 @dataclass(frozen=True)
 class Spread:
     """Between-process spread of a figure, as the standard deviation of its logarithm, with
@@ -306,7 +329,7 @@ def outdated_memory_note(label: str, baseline: dict) -> str | None:
     held = f" (it holds only peak RSS above the post-import state, {old:.1f} MB)" if old else ""
     return (f"{label}: the baseline entry predates the model-memory figure{held}, which also "
             f"counts the runtime's host-dependent start-up: not compared. Re-take it on this "
-            f"machine type with `pytest suites/performance --infergate-update-baselines`.")
+            f"machine type with `pytest --infergate-update-baselines`.")
 
 
 def judge_memory(label: str, measured: dict, baseline: dict, *, threshold: float = 0.10,
@@ -374,7 +397,7 @@ def judge_device_time(label: str, current_ms: list[float], baseline: dict, *,
         return PerfVerdict(label, NO_DEVICE_BASELINE,
                            f"{label}: the baseline entry has no device time (taken before "
                            f"device figures, or on another backend version); re-take it with "
-                           f"`pytest suites/performance --infergate-update-baselines`", {}, strict)
+                           f"`pytest --infergate-update-baselines`", {}, strict)
     c = compare("device", current_ms, old["processes"], prior, run_spread)
     limit = 1 + threshold
     p = c.p_faster if c.delta_pct < 0 else c.p_slower
@@ -413,7 +436,7 @@ def judge_device_memory(label: str, measured: dict, baseline: dict, *,
                            f"{label}: no device memory figure in both the baseline entry "
                            f"({', '.join(old) or 'none'}) and this measurement "
                            f"({', '.join(now) or 'none'}); re-take the baseline with "
-                           f"`pytest suites/performance --infergate-update-baselines`", figures)
+                           f"`pytest --infergate-update-baselines`", figures)
     parts, regressed, improved = [], [], []
     for name in shared:
         new, was = measured[name], old[name]

@@ -4,13 +4,18 @@ in every process and on every runner.
 Wall time on shared 2-core runners moves 3 % between runs and 50 % with a busy neighbour;
 an instruction count does not. Callgrind runs the code on its own virtual CPU: it reports
 the same canned CPUID (an AVX2 Intel Core i7) on every host, so oneDNN, MLAS and OpenVINO
-pick the same kernels on Zen 4, Zen 5 and Xeon alike. Only the timed loop is counted: the
-probe switches instrumentation on and off around it through callgrind's client requests,
-from a tiny C shim built here with gcc against <valgrind/callgrind.h>.
+pick the same kernels on Zen 4, Zen 5 and Xeon alike. Only warm inferences are counted, each
+on its own: the probe switches instrumentation on and off around each call through
+callgrind's client requests, from a tiny C shim built here with gcc against
+<valgrind/callgrind.h>. The same shim, preloaded, accounts the heap (``heap.py``).
+
+A call's count is the model's own cost plus, in some calls, allocator or lazy work (ONNX
+Runtime's memset and malloc paths: +0.5 % in one call of five on MiniLM); the cheapest call
+of a process is reproducible to a few instructions, so that is the process's figure.
 
 What the figure cannot judge: bf16 (valgrind's CPU has no AVX-512, so torch and OpenVINO run
-another path than the real one), more than one thread (spin-waits make counts scatter
-20-80 %), and models so small that per-op overhead dominates their count.
+another path than the real one) and more than one thread (spin-waits make counts scatter
+20-80 %).
 """
 
 from __future__ import annotations
@@ -27,11 +32,26 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+from infergate.perf import functions, graph_ops
+from infergate.perf.deterministic import (  # the plugin reads these from here
+    BASELINE_PROCESSES,  # noqa: F401
+    THRESHOLD,
+    decide,
+    noise,
+    spread,
+    undecided_reason,
+    worth_confirming,
+)
+
 HEADER = Path("/usr/include/valgrind/callgrind.h")
 INSTALL = "install it with `apt-get install valgrind` (Debian/Ubuntu; .ci/run does this as root)"
-LOOP_DUMP = "infergate-loop"  # the name of the dump that holds the counted loop
-CALLS = 1  # counted inferences per process: fixed, so counts compare between processes
+CALL_DUMP = "infergate-call-"  # each counted inference is its own dump: infergate-call-<i>
 WARMUP = 2  # uncounted calls first: lazy initialisation and caches are not the model's cost
+# After the first counted call, more uncounted ones until about WARM_BUDGET instructions have
+# run (Python's adaptive interpreter keeps specialising a small model's call for ~10 calls),
+# then counted ones up to COUNT_BUDGET: small models get more samples, big ones no more time.
+WARM_BUDGET, MAX_WARMUP = 50e6, 12
+COUNT_BUDGET, MIN_CALLS, MAX_CALLS = 40e6, 3, 8
 # A MiniLM-short process takes 20-150 s (torch.compile ~250 s: it compiles under valgrind).
 TIMEOUT_S = 1800
 # The counted process gets a fixed environment, not the caller's: its size and contents move
@@ -48,11 +68,13 @@ ENVIRONMENT = {"LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1
 SHIM_SOURCE = r"""
 #include <valgrind/callgrind.h>
 #include <cpuid.h>
+#include <stddef.h>
 #include <string.h>
+#include <malloc.h>
+
 int ig_on_valgrind(void) { return RUNNING_ON_VALGRIND; }
 void ig_start(void) { CALLGRIND_ZERO_STATS; CALLGRIND_START_INSTRUMENTATION; }
 void ig_stop(const char *name) { CALLGRIND_STOP_INSTRUMENTATION; CALLGRIND_DUMP_STATS_AT(name); }
-/* The CPU brand as the running code sees it: under valgrind, its canned CPUID. */
 int ig_cpu_brand(char *out) {
     unsigned int r[12];
     if (!__get_cpuid(0x80000002, r, r + 1, r + 2, r + 3)) return 0;
@@ -61,6 +83,56 @@ int ig_cpu_brand(char *out) {
     memcpy(out, r, 48);
     out[48] = 0;
     return 1;
+}
+
+/* Heap accounting, when preloaded: live bytes (malloc_usable_size of each block) and their
+   high-water mark since the last ig_heap_mark. glibc's own allocator does the work. */
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void *__libc_memalign(size_t, size_t);
+extern void __libc_free(void *);
+static long long live, peak;
+
+static void *counted(void *p) {
+    if (p) {
+        long long size = (long long)malloc_usable_size(p);
+        long long now = __atomic_add_fetch(&live, size, __ATOMIC_RELAXED);
+        long long high = __atomic_load_n(&peak, __ATOMIC_RELAXED);
+        while (now > high && !__atomic_compare_exchange_n(&peak, &high, now, 1,
+                                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+    }
+    return p;
+}
+static void uncounted(void *p) {
+    if (p) __atomic_sub_fetch(&live, (long long)malloc_usable_size(p), __ATOMIC_RELAXED);
+}
+void *malloc(size_t n) { return counted(__libc_malloc(n)); }
+void *calloc(size_t k, size_t n) { return counted(__libc_calloc(k, n)); }
+void free(void *p) { uncounted(p); __libc_free(p); }
+void *realloc(void *p, size_t n) {
+    size_t before = p ? malloc_usable_size(p) : 0;
+    void *q = __libc_realloc(p, n);
+    if (q || n == 0) { __atomic_sub_fetch(&live, (long long)before, __ATOMIC_RELAXED); counted(q); }
+    return q;
+}
+void *memalign(size_t a, size_t n) { return counted(__libc_memalign(a, n)); }
+void *aligned_alloc(size_t a, size_t n) { return counted(__libc_memalign(a, n)); }
+int posix_memalign(void **out, size_t a, size_t n) {
+    if (a % sizeof(void *) || (a & (a - 1))) return 22; /* EINVAL */
+    void *p = __libc_memalign(a, n);
+    if (!p) return 12; /* ENOMEM */
+    *out = counted(p);
+    return 0;
+}
+void *valloc(size_t n) { return counted(__libc_memalign(4096, n)); }
+void *pvalloc(size_t n) { return counted(__libc_memalign(4096, (n + 4095) & ~(size_t)4095)); }
+long long ig_heap_live(void) { return __atomic_load_n(&live, __ATOMIC_RELAXED); }
+long long ig_heap_peak(void) { return __atomic_load_n(&peak, __ATOMIC_RELAXED); }
+long long ig_heap_mark(void) {
+    long long now = ig_heap_live();
+    __atomic_store_n(&peak, now, __ATOMIC_RELAXED);
+    return now;
 }
 """
 
@@ -114,6 +186,8 @@ class Shim:
     def __init__(self, path: str | Path):
         self.lib = ctypes.CDLL(str(path))
         self.lib.ig_stop.argtypes = [ctypes.c_char_p]
+        for name in ("ig_heap_live", "ig_heap_peak", "ig_heap_mark"):
+            getattr(self.lib, name).restype = ctypes.c_longlong
 
     @property
     def on_valgrind(self) -> bool:
@@ -130,6 +204,23 @@ class Shim:
     def stop(self, name: str) -> None:
         self.lib.ig_stop(name.encode())
 
+    def heap_mark(self) -> int:
+        """Live heap bytes now; the high-water mark restarts from here."""
+        return self.lib.ig_heap_mark()
+
+    def heap_peak(self) -> int:
+        """The most heap bytes live at once since the last ``heap_mark``."""
+        return self.lib.ig_heap_peak()
+
+
+def calls_for(first: float) -> tuple[int, int]:
+    """(more warm-up calls, counted calls) for a model whose first counted call took ``first``
+    instructions."""
+    def clamp(value, low, high):
+        return int(max(low, min(high, value)))
+    return (clamp(WARM_BUDGET // max(first, 1), 0, MAX_WARMUP),
+            clamp(COUNT_BUDGET // max(first, 1), MIN_CALLS, MAX_CALLS))
+
 
 def view_id(brand: str) -> str:
     """The key of instruction baselines: valgrind's version and the CPU it presents."""
@@ -137,9 +228,10 @@ def view_id(brand: str) -> str:
                   ).strip("-")
 
 
-def dump_totals(directory: Path) -> dict[str, int]:
+def dump_totals(directory: Path, paths: dict | None = None) -> dict[str, int]:
     """Instructions in each named dump callgrind wrote under ``directory``: the ``totals:``
-    line (``summary:`` is the whole run's), keyed by the dump's trigger name."""
+    line (``summary:`` is the whole run's), keyed by the dump's trigger name (each dump's file
+    goes into ``paths`` under the same name)."""
     found = {}
     for path in sorted(Path(directory).glob("callgrind.out*")):
         trigger = total = None
@@ -150,12 +242,18 @@ def dump_totals(directory: Path) -> dict[str, int]:
                 total = int(line.split()[1])
         if trigger is not None and total is not None:
             found[trigger] = total
+            if paths is not None:
+                paths[trigger] = path
     return found
 
 
 def spawn_counted(request: dict, *, source: Path, preexec_fn=None) -> dict:
     """Run ``python -m infergate.perf.probe`` under callgrind with instrumentation off except
-    around the probe's counted loop; returns the probe's reply with ``instructions`` added."""
+    around each counted call, and the shim preloaded to account the heap; returns the probe's
+    reply with the per-call counts, their minimum (the process's figure: what a call costs
+    when no allocator or lazy work joins it, which is reproducible to a few instructions) and
+    that call's per-function table."""
+
     from infergate.failures import ChildFailure, describe_exit, path_first, run_child
     from infergate.perf.probe import ProbeError
 
@@ -164,7 +262,9 @@ def spawn_counted(request: dict, *, source: Path, preexec_fn=None) -> dict:
         request = {**request, "mode": "instructions", "dump_dir": tmp}
         env = {**{k: v for k, v in os.environ.items()
                   if k in KEEP or k.startswith("INFERGATE_")},
-               **ENVIRONMENT, "PYTHONPATH": path_first(source)}
+               **ENVIRONMENT, "PYTHONPATH": path_first(source),
+               "LD_PRELOAD": " ".join(filter(None, (request["shim"],
+                                                    os.environ.get("LD_PRELOAD"))))}
         command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                    f"--callgrind-out-file={tmp}/callgrind.out.%p", "--error-limit=no",
                    sys.executable, "-m", "infergate.perf.probe"]
@@ -183,98 +283,78 @@ def spawn_counted(request: dict, *, source: Path, preexec_fn=None) -> dict:
             raise ProbeError(f"{label}: callgrind process exited {proc.returncode}:\n"
                              f"{proc.stderr[-4000:]}")
         reply = json.loads(proc.stdout.strip().splitlines()[-1])
-        totals = dump_totals(Path(tmp))
-    if LOOP_DUMP not in totals:
-        raise ProbeError(f"{label}: callgrind wrote no '{LOOP_DUMP}' dump (got "
-                         f"{sorted(totals)}):\n{proc.stderr[-2000:]}")
-    counted = reply["instructions"]
-    counted.update(total=totals[LOOP_DUMP], valgrind=valgrind_version(),
-                   per_inference=totals[LOOP_DUMP] / counted["calls"])
+        paths: dict[str, Path] = {}
+        totals = dump_totals(Path(tmp), paths)
+        counted = reply["instructions"]
+        per_call = [totals.get(f"{CALL_DUMP}{i}") for i in range(counted["calls"])]
+        if not per_call or None in per_call:
+            raise ProbeError(f"{label}: callgrind wrote {sorted(totals)}, not the "
+                             f"{counted['calls']} '{CALL_DUMP}<i>' dumps the probe asked for:"
+                             f"\n{proc.stderr[-2000:]}")
+        cheapest = per_call.index(min(per_call))
+        counted.update(per_call=per_call, per_inference=min(per_call),
+                       valgrind=valgrind_version(),
+                       functions=functions.table(paths[f"{CALL_DUMP}{cheapest}"]),
+                       graph_ops=graph_ops.histogram(reply["settings"].get("model")))
     return reply
 
 
 
-THRESHOLD = 0.02
-BASELINE_PROCESSES = 3  # the spread of a count is taken from at least this many processes
-# Counts agree to ~1e-5 (OpenVINO) and ~2e-3 (torch eager) between processes; a spread
-# beyond half the threshold leaves too little room to tell a change from the scatter.
-MAX_SPREAD_OF_THRESHOLD = 0.5
-# The least uncertainty a comparison assumes, however well the baseline's processes agreed:
-# torch eager's counts moved 0.17 % between processes here, and a fixed environment cannot
-# make a CI runner's paths and sizes identical to the machine that took the baseline.
-MIN_NOISE = 0.0025
-
-
-def spread(counts: list[float]) -> float:
-    """Relative range of per-process counts: (max - min) / min."""
-    return max(counts) / min(counts) - 1.0
-
 
 def make_entry(replies: list[dict], *, measured_on: str) -> dict:
-    """The instruction part of a baseline entry, from the replies of several processes."""
+    """The instruction part of a baseline entry, from the replies of several processes: the
+    cheapest process's per-function table goes with it, for the verdict to say what moved."""
     counts = [r["instructions"]["per_inference"] for r in replies]
-    first = replies[0]["instructions"]
+    cheapest = replies[counts.index(min(counts))]["instructions"]
     return {"per_inference": min(counts), "processes": counts, "spread": spread(counts),
-            "calls": first["calls"], "valgrind": first["valgrind"],
-            "cpu_view": first["cpu_view"], "measured_on": measured_on}
+            "calls": cheapest["calls"], "valgrind": cheapest["valgrind"],
+            "cpu_view": cheapest["cpu_view"], "measured_on": measured_on,
+            "functions": cheapest.get("functions", {}), "graph_ops": cheapest.get("graph_ops", {})}
 
 
 def _m(count: float) -> str:
-    return f"{count / 1e6:.2f}M"
-
-
-def noise(baseline: dict, scatter: float = 0.0) -> float:
-    """How well a count is known: the baseline's spread, at least MIN_NOISE and the backend's
-    ``count_scatter`` (instructions) relative to the count."""
-    return max(baseline.get("spread", 0.0), MIN_NOISE, scatter / baseline["per_inference"])
+    return f"{count / 1e6:.2f}M" if count >= 1e6 else f"{count / 1e3:.1f}k"
 
 
 def judge(label: str, counts: list[float], baseline: dict, *, threshold: float = THRESHOLD,
-          reason: str = "", version_note: str = "", scatter: float = 0.0):
-    """Judge this run's per-process counts against the baseline's.
-
-    Both sides are judged on their minimum: the scatter is mostly upwards (allocator work
-    inside the loop), so the minimum is nearest the figure of the code itself. ONNX Runtime's
-    counts sit in two states 0.3-0.5 % apart on MiniLM, and all the baseline's processes can
-    land in the upper one, so a backend declares that scatter (``Backend.count_scatter``) and
-    the noise is at least that. The change is known to within the noise (the baseline's
-    spread, at least MIN_NOISE and the backend's scatter). Regressed when it is beyond the noise
-    and a threshold-sized change is not ruled out (a real +2 % that measures +1.9 % must not
-    pass a 2 % gate); insufficient when the baseline's processes disagreed by more than half
-    the threshold (the count is not reproducible enough to judge at that threshold)."""
+          reason: str = "", version_note: str = "", functions_now: dict | None = None,
+          graph_change: str = ""):
+    """Judge this run's per-process counts against the baseline's (``deterministic``'s rule),
+    both sides on their minimum. A count that moved beyond the noise says where: the three
+    functions that moved most (``functions_now`` against the baseline's table) and, for an
+    ONNX graph, how its op types changed (``graph_change``)."""
     from infergate.perf.gate import PerfVerdict
 
     old, new = baseline["per_inference"], min(counts)
-    spread_seen = baseline.get("spread", 0.0)
-    uncertainty = noise(baseline, scatter)
+    processes = baseline.get("processes") or [old]
+    uncertainty = noise(processes, counts)
     delta = new / old - 1.0
+    status = decide(delta, uncertainty, threshold)
     figures = {"instructions_per_inference": new, "baseline_per_inference": old,
                "delta_pct": delta * 100, "threshold_pct": threshold * 100,
-               "spread_pct": spread_seen * 100, "noise_pct": uncertainty * 100,
-               "processes": len(counts), "current_spread_pct": spread(counts) * 100}
+               "noise_pct": uncertainty * 100, "processes": len(counts),
+               "spread_pct": spread(processes) * 100, "current_spread_pct": spread(counts) * 100}
+    moves = functions.changed(baseline.get("functions") or {}, functions_now or {})
+    where = ""
+    if abs(delta) > uncertainty and moves and baseline.get("functions") and functions_now:
+        figures["functions_moved"] = dict(moves)
+        where = f"; moved most: {functions.describe(moves)}"
+    if graph_change:
+        figures["graph_change"] = graph_change
+        where += f"; graph: {graph_change}"
     note = version_note + (f" ({reason})" if reason else "")
-    wider = uncertainty > max(spread_seen, MIN_NOISE)  # the backend's scatter decides
-    shown = f", noise {uncertainty * 100:.2g} %" if wider else ""
     text = (f"instructions/inference {delta * 100:+.2f} % ({_m(old)} → {_m(new)}, threshold "
-            f"{threshold * 100:g} %, spread {spread_seen * 100:.2g} %"
-            f"{shown}"
-            f"{f', {len(counts)} processes' if len(counts) > 1 else ''})")
-    if uncertainty > MAX_SPREAD_OF_THRESHOLD * threshold:
-        return PerfVerdict(label, "insufficient",
-                           f"{label} insufficient: the baseline's counts are not reproducible "
-                           f"enough for a {threshold * 100:g} % threshold: {text}{note}", figures)
-    if delta > uncertainty and delta >= threshold - uncertainty:
-        return PerfVerdict(label, "regressed", f"{label} {text}{note}", figures)
-    if delta < -uncertainty and delta <= -(threshold - uncertainty):
-        return PerfVerdict(label, "improved",
-                           f"{label} improved, consider updating the baseline: {text}{note}",
-                           figures)
-    return PerfVerdict(label, "pass", f"{label} {text}{note}", figures)
+            f"{threshold * 100:g} %, noise {uncertainty * 100:.2g} % from "
+            f"{len(processes)}+{len(counts)} processes){where}")
+    message = {"insufficient": f"{label} undecided: "
+                               f"{undecided_reason(processes, counts, threshold)}: {text}{note}",
+               "improved": f"{label} improved, consider updating the baseline: {text}{note}"
+               }.get(status, f"{label} {text}{note}")
+    return PerfVerdict(label, status, message, figures)
 
 
-def moved(counts: list[float], baseline: dict, threshold: float = THRESHOLD,
-          scatter: float = 0.0) -> bool:
-    """Whether the figure moved enough to be worth confirming in more processes: more than
-    the noise plus a quarter of the threshold, either way."""
-    return abs(min(counts) / baseline["per_inference"] - 1.0) > (
-        noise(baseline, scatter) + threshold / 4)
+def moved(counts: list[float], baseline: dict, threshold: float = THRESHOLD) -> bool:
+    """Whether the figure moved enough to be worth confirming in more processes."""
+    return worth_confirming(min(counts) / baseline["per_inference"] - 1.0,
+                            noise(baseline.get("processes") or [baseline["per_inference"]],
+                                  counts), threshold)

@@ -366,10 +366,11 @@ def _device_figures(runner, feed, nvml: NvmlPhases) -> dict:
 
 
 def count(request: dict) -> dict:
-    """Under callgrind: instrument only ``CALLS`` warm inferences (``spawn_counted`` reads the
-    dump). Injected work is sized in instructions, from one counted call and one unit."""
+    """Under callgrind: count each warm inference as its own dump (``spawn_counted`` reads
+    them), and account the heap while the runtime builds the model and while it runs.
+    Injected work is sized in instructions, from one counted call and one unit."""
     from infergate.perf.injected import SIZING_UNITS
-    from infergate.perf.instructions import CALLS, LOOP_DUMP, WARMUP, Shim, dump_totals
+    from infergate.perf.instructions import CALL_DUMP, WARMUP, Shim, calls_for, dump_totals
     from infergate.perf.measure import pin_threads
 
     clock = [time.perf_counter()]  # phase ends, for the cost of counting (valgrind's time)
@@ -380,35 +381,51 @@ def count(request: dict) -> dict:
 
     backend, subject, feed = _combination(request)
     clock.append(time.perf_counter())
+    before = shim.heap_mark()
     runner = backend.prepare(subject, request["precision"])
     runner.threads = 1
     runner.activate()
+    build_peak = shim.heap_peak() - before
+    shim.heap_mark()  # from here, the high-water mark of running it
     clock.append(time.perf_counter())
     for _ in range(WARMUP):
         runner.run(feed)
     clock.append(time.perf_counter())
     work = InjectedWork(request.get("slowdown", 0.0))
+    dumps = Path(request["dump_dir"])
     if work.fraction:
         for name, call in (("infergate-size-model", lambda: runner.run(feed)),
                            ("infergate-size-units", lambda: work.unit(SIZING_UNITS))):
             shim.start()
             call()
             shim.stop(name)
-        totals = dump_totals(Path(request["dump_dir"]))
+        totals = dump_totals(dumps)
         work.size(totals["infergate-size-model"],
                   totals["infergate-size-units"] / SIZING_UNITS)
-    shim.start()
-    for _ in range(CALLS):
+
+    def counted(i: int) -> None:
+        shim.start()
         runner.run(feed)
         work()
-    shim.stop(LOOP_DUMP)
+        shim.stop(f"{CALL_DUMP}{i}")
+
+    counted(0)
+    more_warmup, calls = calls_for(dump_totals(dumps)[f"{CALL_DUMP}0"])
+    for _ in range(more_warmup):
+        runner.run(feed)
+        work()
+    for i in range(1, calls):
+        counted(i)
+    run_peak = shim.heap_peak() - before
     clock.append(time.perf_counter())
     runner.deactivate()
     phases = ("import_s", "load_s", "warmup_s", "counted_s")
-    return {"instructions": {"calls": CALLS, "warmup": WARMUP, "cpu_view": shim.cpu_brand(),
+    return {"instructions": {"calls": calls, "warmup": WARMUP + more_warmup,
+                             "cpu_view": shim.cpu_brand(),
                              "injected_units_per_call": work.per_call,
                              "phases_s": {name: round(b - a, 1) for name, (a, b) in
                                           zip(phases, pairwise(clock), strict=True)}},
+            "heap": {"run_peak_bytes": run_peak, "build_peak_bytes": build_peak},
             "settings": {**runner.settings, **pinned,
                          "address_randomization": address_randomization(),
                          "python_hash_seed": os.environ.get("PYTHONHASHSEED")}}

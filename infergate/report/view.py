@@ -95,6 +95,12 @@ def memory_figure(memory: dict | None) -> float | None:
     return number(memory.get("model_peak_mb", memory.get("peak_rss_mb")))
 
 
+def _heap_mb(entry: dict | None, key: str = "run_peak_bytes") -> float | None:
+    """A test_memory entry's peak heap figure (bytes, counted under callgrind), in MB."""
+    value = number(((entry or {}).get("heap") or {}).get(key))
+    return None if value is None else value / 2**20
+
+
 def _millions(value: float | None) -> float | None:
     return None if value is None else value / 1e6
 
@@ -112,8 +118,9 @@ FIGURES = {
     "test_task_accuracy": Figure("task score relative to fp32", _path("task", "score"),
                                  "{:.3f}"),
     "test_latency": Figure("p50 latency, ms", _path("latency", "p50_ms"), "{:.3g}"),
-    "test_memory": Figure("model memory (peak RSS above the initialised runtime), MB",
-                          lambda entry: memory_figure(entry.get("memory")), "{:.4g}"),
+    "test_memory": Figure("peak heap while running (callgrind), or else model RSS, MB",
+                          lambda entry: _heap_mb(entry) or memory_figure(entry.get("memory")),
+                          "{:.4g}"),
     "test_device_time": Figure("device p50 (CUDA events), ms",
                                _path("device_time", "device_p50_ms"), "{:.3g}"),
     "test_device_memory": Figure("model device memory (NVML, above the runtime), MB",
@@ -241,6 +248,8 @@ def shorten_lists(value, limit: int, note: str = ""):
 
 # The device kinds first: a skip without figures is slotted by its test's name, and
 # "test_device_memory" also holds "memory".
+# How a verdict's status reads in a table: one that could not decide says so.
+UNDECIDED = {"insufficient": "undecided"}
 PERF_KINDS = ("latency", "device_time", "device_memory", "memory", "instructions")
 DEVICE_KINDS = ("device_time", "device_memory")
 
@@ -255,19 +264,20 @@ class PerfRow:
     device_memory: dict | None = None
     speedup: float | None = None
 
-    def figure(self, kind: str, key: str):
+    def figure(self, kind: str, key: str, part: str = ""):
         entry = getattr(self, kind)
-        return number(((entry or {}).get(kind) or {}).get(key))
+        return number(((entry or {}).get(part or kind) or {}).get(key))
 
     def baseline(self, kind: str, key: str):
         entry = getattr(self, kind) or {}
         return number(((entry.get(kind) or {}).get("baseline") or {}).get(key))
 
-    def verdict(self, kind: str, symbols: dict[str, str] = SYMBOLS) -> str:
+    def verdict(self, kind: str, symbols: dict[str, str] = SYMBOLS, part: str = "") -> str:
         entry = getattr(self, kind)
         if entry is None:
             return ""
-        verdict = (entry.get(kind) or {}).get("verdict")
+        verdict = (entry.get(part or kind) or {}).get("verdict")
+        verdict = UNDECIDED.get(verdict, verdict)
         return f"{symbols.get(entry.get('outcome'), '?')} {verdict or ''}".strip()
 
     @property
@@ -313,6 +323,9 @@ PERF_COLUMNS = (
     ("baseline MB", lambda r, s: fmt(r.figure("memory", "baseline_mb"), "{:.4g}")),
     ("Δ memory", lambda r, s: _signed(r.figure("memory", "delta_pct"))),
     ("memory verdict", lambda r, s: r.verdict("memory", s)),
+    ("heap MB", lambda r, s: fmt(_heap_mb(r.memory), "{:.4g}")),
+    ("Δ heap", lambda r, s: fmt(r.figure("memory", "delta_pct", part="heap"), "{:+.2f} %")),
+    ("heap verdict", lambda r, s: r.verdict("memory", s, part="heap")),
     ("runtime MB (not gated)",
      lambda r, s: fmt(r.figure("memory", "runtime_overhead_mb"), "{:.4g}")),
     ("M instructions", lambda r, s: fmt(_millions(r.figure("instructions", "per_inference")),

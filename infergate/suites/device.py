@@ -14,7 +14,7 @@ def _device(combo, measurement) -> dict:
     return device
 
 
-@pytest.mark.matrix(performance=True, devices=("cuda",))
+@pytest.mark.matrix(performance=True, devices=("cuda",), wall_time=True)
 def test_device_time(combo, measurement, perf, record):
     device = _device(combo, measurement)
     timed = {k: v for k, v in device["time"].items() if k != "device_samples_ms"}

@@ -3,9 +3,11 @@ deterministic and portable, so a 2 % change is decidable on a shared 2-core runn
 
 import pytest
 
+from infergate.perf.gate import settle
+
 
 @pytest.mark.matrix(performance=True)
-def test_instructions(combo, counted, counts, record):
+def test_instructions(combo, counted, counts, perf, record):
     baseline = counts.baseline(combo)
     figures = counted[0]["instructions"]
     if baseline is None:
@@ -15,5 +17,4 @@ def test_instructions(combo, counted, counts, record):
     record(instructions={**figures, **verdict.figures, "verdict": verdict.status,
                          "processes": [r["instructions"]["per_inference"] for r in counted]},
            perf_message=verdict.message)
-    print(verdict.message)
-    assert verdict, str(verdict)
+    settle([verdict], [], strict=perf.strict, taking=perf.updating)

@@ -1,0 +1,53 @@
+"""The rule for deterministic figures (instructions per inference, peak heap bytes): counted
+under callgrind, so the same code gives the same figure in every process, on every runner.
+
+Their noise is measured, never declared: how far the baseline's processes (and this run's,
+where it has more than one) disagree. A change is regressed when it is beyond that noise and a
+threshold-sized change is not ruled out (a real +2 % that measures +1.9 % must not pass a 2 %
+gate); undecidable (``insufficient``) when the noise is more than half the threshold.
+"""
+
+from __future__ import annotations
+
+# Counts repeat to 0.1 % or better between processes and runner types, so the instruction
+# gate can be tight: a 2 % FLOPs change of a compute-bound model moves its count ~1.8 %.
+INSTRUCTIONS_THRESHOLD = 0.005
+HEAP_THRESHOLD = 0.02
+THRESHOLD = INSTRUCTIONS_THRESHOLD
+BASELINE_PROCESSES = 3  # the noise of a figure is taken from at least this many processes
+MAX_NOISE_OF_THRESHOLD = 0.5
+
+
+def spread(values: list[float]) -> float:
+    """Relative range of per-process figures: (max - min) / min."""
+    return max(values) / min(values) - 1.0
+
+
+def noise(baseline: list[float], current: list[float]) -> float:
+    """How well the figure is known: the larger disagreement between the baseline's processes
+    and between this run's."""
+    return max(spread(baseline), spread(current) if len(current) > 1 else 0.0)
+
+
+def decide(delta: float, uncertainty: float, threshold: float) -> str:
+    if uncertainty > MAX_NOISE_OF_THRESHOLD * threshold:
+        return "insufficient"
+    if delta > uncertainty and delta >= threshold - uncertainty:
+        return "regressed"
+    if delta < -uncertainty and delta <= -(threshold - uncertainty):
+        return "improved"
+    return "pass"
+
+
+def worth_confirming(delta: float, uncertainty: float, threshold: float) -> bool:
+    """Whether a first process's figure moved enough to count more processes: beyond the
+    noise plus a quarter of the threshold, either way."""
+    return abs(delta) > uncertainty + threshold / 4
+
+
+def undecided_reason(baseline: list[float], current: list[float], threshold: float) -> str:
+    """Which processes disagreed, for an ``insufficient`` verdict's message."""
+    side, values = (("the baseline's", baseline) if spread(baseline) >= (
+        spread(current) if len(current) > 1 else 0.0) else ("this run's", current))
+    return (f"{side} {len(values)} processes disagree by {spread(values) * 100:.2g} %, more "
+            f"than half the {threshold * 100:g} % threshold")
