@@ -112,9 +112,13 @@ def project(pytester, tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "plugin-cache"  # shared: export once
     reports = pytester.path / "out"
 
-    def run(*args, tests=("test_equivalence.py",)):
+    def run(*args, tests=("test_equivalence.py",), counts=None):
+        # The callgrind figures cost ~10 s a combination: counted where a test asks for them
+        # (by default, where it runs test_instructions), off elsewhere.
+        counts = "test_instructions.py" in tests if counts is None else counts
         result = pytester.runpytest("-p", "no:cacheprovider", f"--cache-dir={cache}",
-                                    f"--reports-dir={reports}", *tests, *args)
+                                    f"--reports-dir={reports}", *tests, *args,
+                                    *(() if counts else ("--infergate-perf-counts", "off")))
         results = reports / "results.json"
         data = json.loads(results.read_text()) if results.is_file() else None
         return result, data

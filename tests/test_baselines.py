@@ -245,7 +245,7 @@ def test_a_baseline_from_before_the_model_figure_is_not_compared():
     verdict = judge_memory("mlp-openvino-fp32", measured(4.4, runtime=78.8), old)
     assert verdict.status == gate.OUTDATED and verdict  # a skip, never a failure
     assert "predates the model-memory figure" in str(verdict) and "60.4 MB" in str(verdict)
-    assert "pytest suites/performance --infergate-update-baselines" in str(verdict)
+    assert "`pytest --infergate-update-baselines`" in str(verdict)
     assert "baseline_mb" not in verdict.figures and verdict.figures["model_peak_mb"] == 4.4
     assert gate.outdated_memory_note("x", memory_baseline()) is None
 

@@ -4,7 +4,8 @@ under callgrind, so the same code gives the same figure in every process, on eve
 Their noise is measured, never declared: how far the baseline's processes (and this run's,
 where it has more than one) disagree. A change is regressed when it is beyond that noise and a
 threshold-sized change is not ruled out (a real +2 % that measures +1.9 % must not pass a 2 %
-gate); undecidable (``insufficient``) when the noise is more than half the threshold.
+gate); undecidable (``insufficient``) when the noise leaves both no change and a
+threshold-sized one possible.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ INSTRUCTIONS_THRESHOLD = 0.005
 HEAP_THRESHOLD = 0.02
 THRESHOLD = INSTRUCTIONS_THRESHOLD
 BASELINE_PROCESSES = 3  # the noise of a figure is taken from at least this many processes
-MAX_NOISE_OF_THRESHOLD = 0.5
 
 
 def spread(values: list[float]) -> float:
@@ -30,13 +30,18 @@ def noise(baseline: list[float], current: list[float]) -> float:
 
 
 def decide(delta: float, uncertainty: float, threshold: float) -> str:
-    if uncertainty > MAX_NOISE_OF_THRESHOLD * threshold:
-        return "insufficient"
-    if delta > uncertainty and delta >= threshold - uncertainty:
+    """The change is known to within ``uncertainty``: regressed when it is surely a change and
+    a threshold-sized one is not ruled out, pass when a threshold-sized change either way is
+    ruled out (or surely none), improved in mirror; undecided (``insufficient``) when the
+    noise leaves both nothing and a threshold-sized change possible."""
+    low, high = delta - uncertainty, delta + uncertainty
+    if low > 0 and high >= threshold:
         return "regressed"
-    if delta < -uncertainty and delta <= -(threshold - uncertainty):
+    if high < 0 and low <= -threshold:
         return "improved"
-    return "pass"
+    if high < threshold and low > -threshold:
+        return "pass"
+    return "insufficient"
 
 
 def worth_confirming(delta: float, uncertainty: float, threshold: float) -> bool:
@@ -49,5 +54,5 @@ def undecided_reason(baseline: list[float], current: list[float], threshold: flo
     """Which processes disagreed, for an ``insufficient`` verdict's message."""
     side, values = (("the baseline's", baseline) if spread(baseline) >= (
         spread(current) if len(current) > 1 else 0.0) else ("this run's", current))
-    return (f"{side} {len(values)} processes disagree by {spread(values) * 100:.2g} %, more "
-            f"than half the {threshold * 100:g} % threshold")
+    return (f"{side} {len(values)} processes disagree by {spread(values) * 100:.2g} %, which "
+            f"leaves both no change and a {threshold * 100:g} % one possible")

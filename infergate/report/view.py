@@ -276,6 +276,8 @@ class PerfRow:
         entry = getattr(self, kind)
         if entry is None:
             return ""
+        if part and part not in entry:
+            return ""
         verdict = (entry.get(part or kind) or {}).get("verdict")
         verdict = UNDECIDED.get(verdict, verdict)
         return f"{symbols.get(entry.get('outcome'), '?')} {verdict or ''}".strip()

@@ -18,9 +18,12 @@ def test_memory(combo, heap_counted, counts, perf, record, request):
         undecided.append(counts.no_baseline(combo))
     else:
         heap = counts.judge_heap(combo, baseline)
-        record(heap={**heap.figures, "verdict": heap.status}, perf_message=heap.message)
+        record(heap={**heap.figures, "verdict": heap.status})
         verdicts.append(heap)
-    if perf.updating or perf.baseline(combo) is not None:
+    if not perf.updating and perf.baseline(combo) is None:
+        if not verdicts:  # resident memory would need this machine's own baseline
+            undecided.append(perf.no_baseline())
+    else:
         memory = request.getfixturevalue("measurement")["memory"]
         baseline = perf.baseline(combo)
         if baseline is None:
@@ -29,8 +32,8 @@ def test_memory(combo, heap_counted, counts, perf, record, request):
         else:
             _, threshold, reason = perf.thresholds(combo)
             rss = judge_memory(combo.id, memory, baseline, threshold=threshold, reason=reason)
-            record(memory={**rss.figures, "verdict": rss.status}, perf_message=rss.message)
+            record(memory={**rss.figures, "verdict": rss.status})
             (undecided.append(rss.message) if rss.status == OUTDATED else verdicts.append(rss))
-    if not verdicts and not undecided:
-        undecided.append(perf.no_baseline())
+    if verdicts:
+        record(perf_message="\n".join(v.message for v in verdicts))
     settle(verdicts, undecided, strict=perf.strict, taking=perf.updating)
