@@ -82,9 +82,10 @@ def test_a_moved_count_names_the_functions_that_moved_most_and_the_graph_change(
     assert "moved most" not in str(judge("x", [94.45e6], base, functions_now=now))
 
 
-def test_the_default_instruction_threshold_is_half_a_percent():
-    # Counts repeat to 0.1 %: a compute-bound model's 2 % FLOPs change (~+1.8 %) must fail.
-    assert instructions.judge("x", [94.45e6 * 1.006], BASE).status == "regressed"
+def test_the_default_instruction_threshold_is_one_percent():
+    # A compute-bound model's 2 % FLOPs change (~+1.8 %) fails; unchanged code's allocator
+    # scatter (up to 0.3 % on a small model under load) passes.
+    assert instructions.judge("x", [94.45e6 * 1.012], BASE).status == "regressed"
     assert instructions.judge("x", [94.45e6 * 1.003], BASE).status == "pass"
 
 
@@ -205,10 +206,11 @@ def test_the_op_histogram_of_an_onnx_graph_and_its_change(tmp_path):
 def test_the_heap_verdict_judges_both_figures_and_names_the_one_that_grew():
     base = heap.make_entry([{"heap": {"run_peak_bytes": 10_000_000,
                                       "build_peak_bytes": 8_000_000 + i}} for i in (0, 96, 40)])
-    same = heap.judge("x", [{"run_peak_bytes": 10_000_000, "build_peak_bytes": 8_000_010}], base)
+    same = heap.judge("x", [{"run_peak_bytes": 10_000_000, "build_peak_bytes": 8_000_010}], base,
+                      threshold=0.02)
     assert same.status == "pass"
     doubled = heap.judge("x", [{"run_peak_bytes": 10_600_000, "build_peak_bytes": 8_000_000}],
-                         base)
+                         base, threshold=0.02)
     assert doubled.status == "regressed"
     assert doubled.figures["run_peak_bytes_delta_pct"] == pytest.approx(6.0)
     assert "while it runs +6.00 % (9.54 → 10.11 MB" in str(doubled)
@@ -271,3 +273,16 @@ def test_a_corrupt_portable_baseline_is_one_usage_error_naming_file_and_entry(pr
     bad.write_text("{truncated")
     result, _ = project("--models", "mlp", tests=("test_instructions.py",), counts=False)
     result.stderr.fnmatch_lines([f"*{bad}: not readable JSON*"])
+
+
+def test_the_heap_is_judged_beyond_the_range_its_baseline_processes_spanned():
+    # Under load ONNX Runtime's heap landed in states ~2 % apart on unchanged code.
+    base = heap.make_entry([{"heap": {"run_peak_bytes": v, "build_peak_bytes": 8_000_000}}
+                            for v in (10_050_000, 10_260_000, 10_050_000)])
+    high_state = heap.judge("x", [{"run_peak_bytes": 10_260_000,
+                                   "build_peak_bytes": 8_000_000}], base, threshold=0.02)
+    assert high_state.status == "pass" and "(9.58–9.78 → 9.78 MB)" in str(high_state)
+    grown = heap.judge("x", [{"run_peak_bytes": 10_560_000, "build_peak_bytes": 8_000_000}],
+                       base, threshold=0.02)
+    assert grown.status == "regressed" and grown.figures["run_peak_bytes_delta_pct"] == (
+        pytest.approx(2.92, abs=0.01))

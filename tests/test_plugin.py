@@ -275,6 +275,6 @@ def test_instruction_gate_end_to_end(project, pytester):
     result, data = project(*select, "--perf-slowdown", "0.5", tests=("test_instructions.py",))
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*mlp-ort_cpu-fp32 instructions/inference +*% (*k → *k, "
-                                 "threshold 0.5 %, noise *% from 3+3 processes); moved most: *"])
+                                 "threshold 1 %, noise *% from 3+3 processes); moved most: *"])
     counted = data["results"][0]["instructions"]
     assert counted["verdict"] == "regressed" and len(counted["processes"]) == 3

@@ -42,11 +42,6 @@ def _parse(combo: str) -> tuple[str, str, str]:
     return model, backend, precision
 
 
-def _scatter(combo: str) -> float:
-    _, backend, precision = _parse(combo)
-    return all_backends()[backend].scatter(precision)
-
-
 def run(combos: list[str], store: ArtifactStore, args) -> dict:
     subjects = {}
     requests = {}
@@ -83,7 +78,7 @@ def run(combos: list[str], store: ArtifactStore, args) -> dict:
     moved = [(combo, slowdown, counted) for combo, slowdown, counted in firsts
              if args.confirm and instructions.moved(
                  [counted[0]["instructions"]["per_inference"]], entries[combo],
-                 scatter=_scatter(combo))]
+                 args.threshold)]
     extra = instructions.BASELINE_PROCESSES - 1
     confirmations = count_all([(c, s) for c, s, _ in moved for _ in range(extra)])
     for i, (_, _, counted) in enumerate(moved):
@@ -98,12 +93,12 @@ def run(combos: list[str], store: ArtifactStore, args) -> dict:
     return results
 
 
-def rejudge(results: dict) -> dict:
+def rejudge(results: dict, threshold: float = instructions.THRESHOLD) -> dict:
     """Each verdict from its stored counts, by the current rule."""
     for combo, bucket in results.items():
         for verdict in bucket["verdicts"]:
             judged = instructions.judge(combo, verdict["counts"], bucket["entry"],
-                                        scatter=_scatter(combo))
+                                        threshold=threshold)
             verdict.update(status=judged.status, message=str(judged))
     return results
 
@@ -144,6 +139,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-confirm", dest="confirm", action="store_false",
                         help="judge every verdict on its first process (the suite counts two "
                              "more when the figure moved; that only lowers the minimum)")
+    parser.add_argument("--threshold", type=float, default=instructions.THRESHOLD,
+                        help="the instruction threshold the verdicts are judged at")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache/infergate"))
     parser.add_argument("--out", type=Path, default=Path("reports/count-benchmark.json"))
     args = parser.parse_args(argv)
@@ -167,10 +164,10 @@ def main(argv=None) -> int:
         add(run(combos, ArtifactStore(args.cache_dir), args))
     if not results:
         parser.error("nothing to judge: give --combos and/or --from")
-    summary = summarise(rejudge(results))
+    summary = summarise(rejudge(results, args.threshold))
     atomic_write_text(args.out, json.dumps({
         "machine": environment.describe()["machine"], "valgrind": instructions.valgrind_version(),
-        "threshold": instructions.THRESHOLD, "confirm": args.confirm, "summary": summary,
+        "threshold": args.threshold, "confirm": args.confirm, "summary": summary,
         "results": results},
         indent=1) + "\n")
     print("\n".join(summary))

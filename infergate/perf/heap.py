@@ -4,15 +4,20 @@ The counting shim, preloaded, replaces malloc and its family with glibc's own pl
 counters (live bytes as malloc_usable_size reports them, and their high-water mark), so every
 allocation of the runtime and the model is seen, C++ ``new`` and aligned buffers included.
 Under valgrind's canned CPU the kernels, and so their workspaces, are the same on every host,
-and one thread makes the order of allocations fixed: the figure repeats to a few hundred bytes
-between processes. Two figures: while the runtime builds the model (session, compile), and
-while the model runs (everything it holds then: weights, arena, activations, outputs), each
-above the heap before the build. Resident memory (RSS, per machine id) stays the nightly's.
+and one thread makes the order of allocations mostly fixed: on a quiet machine the figure
+repeats to a few hundred bytes between processes. Two figures: while the runtime builds the
+model (session, compile), and while the model runs (everything it holds then: weights, arena,
+activations, outputs), each above the heap before the build. Resident memory (RSS, per
+machine id) stays the nightly's.
+
+Not as repeatable as the count: on a loaded machine ONNX Runtime's figures for a 10 MB model
+landed in states up to 2.6 % apart (a timing-dependent allocation, not yet found), hence the
+5 % default threshold and the judgement beyond the range of the baseline's processes.
 """
 
 from __future__ import annotations
 
-from infergate.perf.deterministic import HEAP_THRESHOLD, decide, noise, spread, undecided_reason
+from infergate.perf.deterministic import HEAP_THRESHOLD, decide, spread, undecided_reason
 
 FIGURES = {"run_peak_bytes": "while it runs", "build_peak_bytes": "while it is built"}
 ORDER = ("regressed", "insufficient", "improved", "pass")  # the worst figure's status wins
@@ -46,8 +51,9 @@ def problems(heap) -> list[str]:
 def judge(label: str, current: list[dict], baseline: dict, *,
           threshold: float = HEAP_THRESHOLD,
           reason: str = "", version_note: str = ""):
-    """Each heap figure of this run's processes (their minimum) against the baseline's, by
-    ``deterministic``'s rule; the verdict is the worse of the two, its message has both."""
+    """Each heap figure of this run's processes (their minimum) against the range of the
+    baseline's processes, by ``deterministic``'s rule with this run's own spread as the
+    noise; the verdict is the worse of the two, its message has both."""
     from infergate.perf.gate import PerfVerdict
 
     parts, statuses, figures = [], [], {"threshold_pct": threshold * 100}
@@ -56,8 +62,11 @@ def judge(label: str, current: list[dict], baseline: dict, *,
         old_all = [p[key] for p in baseline.get("processes") or [baseline]]
         new_all = [c[key] for c in current]
         old, new = baseline[key], min(new_all)
-        uncertainty = noise(old_all, new_all)
-        delta = new / old - 1.0
+        # Judged beyond the range the baseline's processes spanned: under load a runtime's
+        # heap can land in states ~2.6 % apart (ONNX Runtime, a 10 MB model).
+        reference = min(max(new, min(old_all)), max(old_all))  # the nearest end of the range
+        uncertainty = spread(new_all) if len(new_all) > 1 else 0.0
+        delta = new / reference - 1.0
         status = decide(delta, uncertainty, threshold)
         statuses.append(status)
         if status == "insufficient" and not undecided:
@@ -65,8 +74,9 @@ def judge(label: str, current: list[dict], baseline: dict, *,
         figures.update({key: new, f"baseline_{key}": old, f"{key}_delta_pct": delta * 100,
                         f"{key}_noise_pct": uncertainty * 100,
                         f"{key}_spread_pct": spread(old_all) * 100})
-        parts.append(f"{where} {delta * 100:+.2f} % ({old / MB:.2f} → {new / MB:.2f} MB, "
-                     f"noise {uncertainty * 100:.2g} %)")
+        span = (f"{min(old_all) / MB:.2f}–{max(old_all) / MB:.2f}" if spread(old_all) > 1e-4
+                else f"{old / MB:.2f}")
+        parts.append(f"{where} {delta * 100:+.2f} % ({span} → {new / MB:.2f} MB)")
     status = min(statuses, key=ORDER.index)
     figures["delta_pct"] = figures["run_peak_bytes_delta_pct"]
     note = version_note + (f" ({reason})" if reason else "")
