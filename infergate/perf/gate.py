@@ -73,29 +73,6 @@ class PerfVerdict:
         return {"status": self.status, "message": self.message, **self.figures}
 
 
-def settle(verdicts: list[PerfVerdict], undecided: list[str], *, strict: bool,
-           taking: bool = False) -> None:
-    """End a performance test on its verdicts: each is printed (prefixed "baseline taken:"
-    in the run that writes the baseline), an undecidable one (``insufficient``) is set aside,
-    and with none decided the test skips with every reason (fails under
-    --infergate-perf-strict): an undecided verdict is never a pass. Fails with the message
-    of every regressed one."""
-    import pytest
-
-    __tracebackhide__ = True
-    decided = [v for v in verdicts if v.status != "insufficient"]
-    undecided = undecided + [v.message for v in verdicts if v.status == "insufficient"]
-    for verdict in verdicts:
-        print(f"baseline taken: {verdict}" if taking else verdict)
-    if not decided:
-        reasons = "; ".join(undecided)
-        if strict and any(v.status == "insufficient" for v in verdicts):
-            pytest.fail(f"undecided (--infergate-perf-strict): {reasons}", pytrace=False)
-        pytest.skip(reasons)
-    failed = [str(v) for v in decided if not v]
-    assert not failed, "\n".join(failed)
-
-
 @dataclass(frozen=True)
 class Spread:
     """Between-process spread of a figure, as the standard deviation of its logarithm, with

@@ -3,7 +3,7 @@ deterministic and portable, so a 2 % change is decidable on a shared 2-core runn
 
 import pytest
 
-from infergate.perf.gate import settle
+from infergate.plugin.performance import settle
 
 
 @pytest.mark.matrix(performance=True)

@@ -3,8 +3,7 @@
 import pytest
 
 from infergate.perf import baselines
-from infergate.perf.gate import settle
-from infergate.plugin.performance import REPLAY, feed_benchmark
+from infergate.plugin.performance import REPLAY, feed_benchmark, settle
 
 
 @pytest.mark.matrix(performance=True, wall_time=True)

@@ -5,7 +5,8 @@ runtime (the runtime's own overhead reported beside it, not gated)."""
 import pytest
 
 from infergate.perf.baselines import MEMORY_FIGURES
-from infergate.perf.gate import OUTDATED, judge_memory, settle
+from infergate.perf.gate import OUTDATED, judge_memory
+from infergate.plugin.performance import settle
 
 
 @pytest.mark.matrix(performance=True)
