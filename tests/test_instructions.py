@@ -114,7 +114,7 @@ def test_make_entry_keeps_every_process_the_spread_and_the_cheapest_functions():
 def test_calls_per_process_grow_as_the_model_shrinks():
     assert instructions.calls_for(300e3) == (12, 16)
     assert instructions.calls_for(10e6) == (5, 4)
-    assert instructions.calls_for(95e6) == (0, 3)
+    assert instructions.calls_for(95e6) == (0, 2)
 
 
 def test_dump_totals_reads_totals_of_named_dumps(tmp_path):

@@ -51,7 +51,7 @@ WARMUP = 2  # uncounted calls first: lazy initialisation and caches are not the 
 # run (Python's adaptive interpreter keeps specialising a small model's call for ~10 calls),
 # then counted ones up to COUNT_BUDGET: small models get more samples, big ones no more time.
 WARM_BUDGET, MAX_WARMUP = 50e6, 12
-COUNT_BUDGET, MIN_CALLS, MAX_CALLS = 40e6, 3, 16
+COUNT_BUDGET, MIN_CALLS, MAX_CALLS = 40e6, 2, 16
 # A MiniLM-short process takes 20-150 s (torch.compile ~250 s: it compiles under valgrind).
 TIMEOUT_S = 1800
 # The counted process gets a fixed environment, not the caller's: its size and contents move
