@@ -195,7 +195,7 @@ def test_two_concurrent_updates_on_different_selections_keep_both(project, pytes
 
     common = ["-p", "no:cacheprovider", "--models", "mlp", "--precisions", "fp32",
               "--update-baselines", "--baseline-processes", "1", "--perf-min-time", "0.05",
-              "test_memory.py"]
+              "--infergate-perf-counts", "off", "test_memory.py"]
     runs = [subprocess.Popen([sys.executable, "-m", "pytest", *common, "--backends", backend,
                               f"--reports-dir=out-{backend}"], cwd=pytester.path,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
