@@ -253,7 +253,6 @@ def spawn_counted(request: dict, *, source: Path, preexec_fn=None) -> dict:
     reply with the per-call counts, their minimum (the process's figure: what a call costs
     when no allocator or lazy work joins it, which is reproducible to a few instructions) and
     that call's per-function table."""
-
     from infergate.failures import ChildFailure, describe_exit, path_first, run_child
     from infergate.perf.probe import ProbeError
 
