@@ -56,3 +56,13 @@ def undecided_reason(baseline: list[float], current: list[float], threshold: flo
         spread(current) if len(current) > 1 else 0.0) else ("this run's", current))
     return (f"{side} {len(values)} processes disagree by {spread(values) * 100:.2g} %, which "
             f"leaves both no change and a {threshold * 100:g} % one possible")
+
+
+def message(status: str, label: str, text: str, why_undecided: str = "") -> str:
+    """A deterministic verdict's message: undecided ones say why, improved ones suggest an
+    update."""
+    if status == "insufficient":
+        return f"{label} undecided: {why_undecided}{text}"
+    if status == "improved":
+        return f"{label} improved, consider updating the baseline: {text}"
+    return f"{label} {text}"

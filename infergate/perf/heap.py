@@ -17,7 +17,13 @@ landed in states up to 2.6 % apart (a timing-dependent allocation, not yet found
 
 from __future__ import annotations
 
-from infergate.perf.deterministic import HEAP_THRESHOLD, decide, spread, undecided_reason
+from infergate.perf.deterministic import (
+    HEAP_THRESHOLD,
+    decide,
+    message,
+    spread,
+    undecided_reason,
+)
 
 FIGURES = {"run_peak_bytes": "while it runs", "build_peak_bytes": "while it is built"}
 ORDER = ("regressed", "insufficient", "improved", "pass")  # the worst figure's status wins
@@ -70,7 +76,7 @@ def judge(label: str, current: list[dict], baseline: dict, *,
         status = decide(delta, uncertainty, threshold)
         statuses.append(status)
         if status == "insufficient" and not undecided:
-            undecided = f"{where}, {undecided_reason(old_all, new_all, threshold)}: "
+            undecided = f"{where}, {undecided_reason([reference], new_all, threshold)}: "
         figures.update({key: new, f"baseline_{key}": old, f"{key}_delta_pct": delta * 100,
                         f"{key}_noise_pct": uncertainty * 100,
                         f"{key}_spread_pct": spread(old_all) * 100})
@@ -81,7 +87,4 @@ def judge(label: str, current: list[dict], baseline: dict, *,
     figures["delta_pct"] = figures["run_peak_bytes_delta_pct"]
     note = version_note + (f" ({reason})" if reason else "")
     text = f"peak heap {'; '.join(parts)}, threshold {threshold * 100:g} %"
-    message = {"insufficient": f"{label} undecided: {undecided}{text}{note}",
-               "improved": f"{label} improved, consider updating the baseline: {text}{note}"
-               }.get(status, f"{label} {text}{note}")
-    return PerfVerdict(label, status, message, figures)
+    return PerfVerdict(label, status, message(status, label, text + note, undecided), figures)

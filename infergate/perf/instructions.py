@@ -37,6 +37,7 @@ from infergate.perf.deterministic import (  # the plugin reads these from here
     BASELINE_PROCESSES,  # noqa: F401
     THRESHOLD,
     decide,
+    message,
     noise,
     spread,
     undecided_reason,
@@ -345,11 +346,8 @@ def judge(label: str, counts: list[float], baseline: dict, *, threshold: float =
     text = (f"instructions/inference {delta * 100:+.2f} % ({_m(old)} → {_m(new)}, threshold "
             f"{threshold * 100:g} %, noise {uncertainty * 100:.2g} % from "
             f"{len(processes)}+{len(counts)} processes){where}")
-    message = {"insufficient": f"{label} undecided: "
-                               f"{undecided_reason(processes, counts, threshold)}: {text}{note}",
-               "improved": f"{label} improved, consider updating the baseline: {text}{note}"
-               }.get(status, f"{label} {text}{note}")
-    return PerfVerdict(label, status, message, figures)
+    why = f"{undecided_reason(processes, counts, threshold)}: "
+    return PerfVerdict(label, status, message(status, label, text + note, why), figures)
 
 
 def moved(counts: list[float], baseline: dict, threshold: float = THRESHOLD) -> bool:
