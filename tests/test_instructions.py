@@ -286,3 +286,30 @@ def test_the_heap_is_judged_beyond_the_range_its_baseline_processes_spanned():
                        base, threshold=0.02)
     assert grown.status == "regressed" and grown.figures["run_peak_bytes_delta_pct"] == (
         pytest.approx(2.92, abs=0.01))
+
+
+@pytest.mark.skipif(instructions.unavailable_reason() is not None,
+                    reason=str(instructions.unavailable_reason()))
+def test_a_combination_counts_the_same_alone_or_beside_its_other_precisions(tmp_path):
+    """One valgrind process counts a model and backend's precisions, each in a forked child:
+    a combination's figures do not depend on which others share its process, or in which
+    order, so a baseline taken by the full tier serves the smoke tier's counts. Within the
+    counts' own noise (a few hundred instructions on this model, from call to call); the
+    heap exactly."""
+    from infergate.backends import all_backends
+    from infergate.build.artifacts import ArtifactStore
+    from infergate.build.subject import ModelUnderTest
+    from infergate.models import all_models
+    from infergate.perf.probe import counted_request, run_counted
+
+    subject = ModelUnderTest(all_models()["mlp"], ArtifactStore(tmp_path))
+    ort = all_backends()["ort_cpu"]
+    fp32, int8 = (counted_request(subject, ort, p) for p in ("fp32", "int8"))
+    alone, = run_counted([fp32])
+    after, beside = run_counted([int8, fp32])
+    for reply in (alone, after, beside):
+        assert not isinstance(reply, Exception), reply
+    assert beside["instructions"]["per_inference"] == pytest.approx(
+        alone["instructions"]["per_inference"], abs=2000)
+    assert beside["heap"] == alone["heap"]
+    assert after["instructions"]["per_inference"] < alone["instructions"]["per_inference"]

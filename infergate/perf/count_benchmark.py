@@ -53,9 +53,15 @@ def run(combos: list[str], store: ArtifactStore, args) -> dict:
                                                         precision, slowdown=slowdown)
     pool = ThreadPoolExecutor(max(1, environment.cpu_count()))
 
+    def count_one(job: tuple[str, float]) -> dict:
+        (reply,) = run_counted([requests[job]])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
     def count_all(jobs: list[tuple[str, float]]) -> list[dict]:
         started = time.perf_counter()
-        replies = list(pool.map(lambda job: run_counted(requests[job]), jobs))
+        replies = list(pool.map(count_one, jobs))
         progress.say(f"{len(jobs)} counts in {time.perf_counter() - started:.0f} s")
         return replies
 

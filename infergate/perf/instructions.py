@@ -46,15 +46,16 @@ from infergate.perf.deterministic import (  # the plugin reads these from here
 
 HEADER = Path("/usr/include/valgrind/callgrind.h")
 INSTALL = "install it with `apt-get install valgrind` (Debian/Ubuntu; .ci/run does this as root)"
-CALL_DUMP = "infergate-call-"  # each counted inference is its own dump: infergate-call-<i>
 WARMUP = 2  # uncounted calls first: lazy initialisation and caches are not the model's cost
 # After the first counted call, more uncounted ones until about WARM_BUDGET instructions have
 # run (Python's adaptive interpreter keeps specialising a small model's call for ~10 calls),
 # then counted ones up to COUNT_BUDGET: small models get more samples, big ones no more time.
 WARM_BUDGET, MAX_WARMUP = 50e6, 12
 COUNT_BUDGET, MIN_CALLS, MAX_CALLS = 40e6, 2, 16
-# A MiniLM-short process takes 20-150 s (torch.compile ~250 s: it compiles under valgrind).
-TIMEOUT_S = 1800
+# A MiniLM-short combination takes 20-150 s (torch.compile ~250 s: it compiles under
+# valgrind); the libraries' import before them up to a minute.
+TIMEOUT_S, IMPORT_TIMEOUT_S = 1800, 300
+PER_CHILD = ("precision", "calibration_digest")  # what differs between a process's counts
 # The counted process gets a fixed environment, not the caller's: its size and contents move
 # the stack and heap layout, and with them allocator paths (ONNX Runtime's count sat 0.4 %
 # higher in every process of a pytest run than from a shell, until the environment was
@@ -229,12 +230,19 @@ def view_id(brand: str) -> str:
                   ).strip("-")
 
 
-def dump_totals(directory: Path, paths: dict | None = None) -> dict[str, int]:
-    """Instructions in each named dump callgrind wrote under ``directory``: the ``totals:``
-    line (``summary:`` is the whole run's), keyed by the dump's trigger name (each dump's file
-    goes into ``paths`` under the same name)."""
+def call_dump(k: int, i: int) -> str:
+    """The dump of the ``i``-th counted call of a process's ``k``-th combination."""
+    return f"infergate-call-{k}-{i}"
+
+
+def dump_totals(directory: Path, paths: dict | None = None, *, own: bool = False
+                ) -> dict[str, int]:
+    """Instructions in each named dump callgrind wrote under ``directory`` (``own``: this
+    process's only): the ``totals:`` line (``summary:`` is the whole run's), keyed by the
+    dump's trigger name (each dump's file goes into ``paths`` under the same name)."""
     found = {}
-    for path in sorted(Path(directory).glob("callgrind.out*")):
+    pattern = f"callgrind.out.{os.getpid()}*" if own else "callgrind.out*"
+    for path in sorted(Path(directory).glob(pattern)):
         trigger = total = None
         for line in path.read_text(errors="replace").splitlines():
             if line.startswith("desc: Trigger: Client Request: "):
@@ -248,57 +256,91 @@ def dump_totals(directory: Path, paths: dict | None = None) -> dict[str, int]:
     return found
 
 
-def spawn_counted(request: dict, *, source: Path, preexec_fn=None) -> dict:
-    """Run ``python -m infergate.perf.probe`` under callgrind with instrumentation off except
-    around each counted call, and the shim preloaded to account the heap; returns the probe's
-    reply with the per-call counts, their minimum (the process's figure: what a call costs
-    when no allocator or lazy work joins it, which is reproducible to a few instructions) and
-    that call's per-function table."""
+def spawn_counted(requests: list[dict], *, source: Path, preexec_fn=None) -> list:
+    """Count ``requests`` (one model and backend, its precisions) in one valgrind process:
+    ``python -m infergate.perf.probe`` under callgrind, instrumentation off except around each
+    counted call, the shim preloaded to account the heap, each combination in a forked child
+    of its own (``probe.count_each``). Returns, per request, the probe's reply with the
+    per-call counts, their minimum (the process's figure: what a call costs when no allocator
+    or lazy work joins it, which is reproducible to a few instructions) and that call's
+    per-function table, or the exception that ended its child."""
     from infergate.failures import ChildFailure, describe_exit, path_first, run_child
     from infergate.perf.probe import ProbeError
 
-    label = f"{request['model']}-{request['backend']}-{request['precision']}"
+    first = requests[0]
+    label = f"{first['model']}-{first['backend']}-{'/'.join(r['precision'] for r in requests)}"
+    step = "instruction count (under callgrind)"
     with tempfile.TemporaryDirectory(prefix="callgrind-") as tmp:
-        request = {**request, "mode": "instructions", "dump_dir": tmp}
+        # The parent reads only what its children share; each child its own precision.
+        shared = {k: v for k, v in first.items() if k not in PER_CHILD}
+        group = {**shared, "mode": "instructions", "dump_dir": tmp,
+                 "children": len(requests), "child_timeout_s": TIMEOUT_S}
+        for k, request in enumerate(requests):
+            (Path(tmp) / f"request-{k}.json").write_text(json.dumps(request))
         env = {**{k: v for k, v in os.environ.items()
                   if k in KEEP or k.startswith("INFERGATE_")},
                **ENVIRONMENT, "PYTHONPATH": path_first(source),
-               "LD_PRELOAD": " ".join(filter(None, (request["shim"],
+               "LD_PRELOAD": " ".join(filter(None, (first["shim"],
                                                     os.environ.get("LD_PRELOAD"))))}
         command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                    f"--callgrind-out-file={tmp}/callgrind.out.%p", "--error-limit=no",
                    sys.executable, "-m", "infergate.perf.probe"]
+        limit = IMPORT_TIMEOUT_S + TIMEOUT_S * len(requests)
         try:
-            proc = run_child(command, input=json.dumps(request), env=env, timeout=TIMEOUT_S,
+            proc = run_child(command, input=json.dumps(group), env=env, timeout=limit,
                              preexec_fn=preexec_fn, cwd=source)
         except subprocess.TimeoutExpired:
-            raise ChildFailure("timeout", label, "instruction count (under callgrind)",
-                               f"no reply within its limit of {TIMEOUT_S} s; the process was "
-                               f"killed", "") from None
+            failure = ChildFailure("timeout", label, step, f"no reply within its limit of "
+                                   f"{limit} s; the process was killed", "")
+            return [failure] * len(requests)
         if proc.returncode < 0:
-            raise ChildFailure("crashed", label, "instruction count (under callgrind)",
-                               f"the counting process ended with "
-                               f"{describe_exit(proc.returncode)}", proc.stderr[-4000:])
+            failure = ChildFailure("crashed", label, step, f"the counting process ended with "
+                                   f"{describe_exit(proc.returncode)}", proc.stderr[-4000:])
+            return [failure] * len(requests)
         if proc.returncode != 0 or not proc.stdout.strip():
-            raise ProbeError(f"{label}: callgrind process exited {proc.returncode}:\n"
-                             f"{proc.stderr[-4000:]}")
-        reply = json.loads(proc.stdout.strip().splitlines()[-1])
+            failure = ProbeError(f"{label}: callgrind process exited {proc.returncode}:\n"
+                                 f"{proc.stderr[-4000:]}")
+            return [failure] * len(requests)
+        ends = json.loads(proc.stdout.strip().splitlines()[-1])["ends"]
         paths: dict[str, Path] = {}
         totals = dump_totals(Path(tmp), paths)
-        counted = reply["instructions"]
-        per_call = [totals.get(f"{CALL_DUMP}{i}") for i in range(counted["calls"])]
-        if not per_call or None in per_call:
-            raise ProbeError(f"{label}: callgrind wrote {sorted(totals)}, not the "
-                             f"{counted['calls']} '{CALL_DUMP}<i>' dumps the probe asked for:"
-                             f"\n{proc.stderr[-2000:]}")
-        cheapest = per_call.index(min(per_call))
-        counted.update(per_call=per_call, per_inference=min(per_call),
-                       valgrind=valgrind_version(),
-                       functions=functions.table(paths[f"{CALL_DUMP}{cheapest}"]),
-                       graph_ops=graph_ops.histogram(reply["settings"].get("model")))
+        return [_counted(k, request, end, Path(tmp), totals, paths, proc.stderr)
+                for k, (request, end) in enumerate(zip(requests, ends, strict=True))]
+
+
+def _counted(k: int, request: dict, end: dict, tmp: Path, totals: dict, paths: dict,
+             stderr: str):
+    """The reply of the ``k``-th child, with its counts, or the exception that ended it."""
+    from infergate.failures import ChildFailure, describe_exit
+    from infergate.perf.probe import ProbeError
+
+    label = f"{request['model']}-{request['backend']}-{request['precision']}"
+    step = "instruction count (under callgrind)"
+    own = tmp / f"stderr-{k}.txt"
+    own = own.read_text(errors="replace") if own.exists() else ""
+    if "timeout" in end:
+        return ChildFailure("timeout", label, step, f"no reply within its limit of "
+                            f"{end['timeout']} s; the process was killed", own[-4000:])
+    if "signal" in end:  # valgrind's report of the crash is on the process's stderr
+        return ChildFailure("crashed", label, step, f"the counting process ended with "
+                            f"{describe_exit(-end['signal'])}", (own + stderr)[-4000:])
+    reply_path = tmp / f"reply-{k}.json"
+    if end.get("exit") or not reply_path.exists():
+        return ProbeError(f"{label}: the counting process exited {end.get('exit')}:\n"
+                          f"{own[-4000:]}")
+    reply = json.loads(reply_path.read_text())
+    counted = reply["instructions"]
+    per_call = [totals.get(call_dump(k, i)) for i in range(counted["calls"])]
+    if not per_call or None in per_call:
+        return ProbeError(f"{label}: callgrind wrote {sorted(totals)}, not the "
+                          f"{counted['calls']} {call_dump(k, '<i>')!r} dumps the probe asked "
+                          f"for:\n{own[-2000:]}")
+    cheapest = per_call.index(min(per_call))
+    counted.update(per_call=per_call, per_inference=min(per_call),
+                   valgrind=valgrind_version(),
+                   functions=functions.table(paths[call_dump(k, cheapest)]),
+                   graph_ops=graph_ops.histogram(reply["settings"].get("model")))
     return reply
-
-
 
 
 def make_entry(replies: list[dict], *, measured_on: str) -> dict:

@@ -86,12 +86,13 @@ def counted_request(subject, backend, precision: str, *, slowdown: float = 0.0,
     return request
 
 
-def run_counted(request: dict) -> dict:
-    """Count in a fresh process under callgrind, with this tree's infergate and the probes'
-    fixed memory layout."""
+def run_counted(requests: list[dict]) -> list:
+    """Count one model and backend's combinations in a fresh process under callgrind, with
+    this tree's infergate and the probes' fixed memory layout: per request, its reply or the
+    exception that ended its count."""
     from infergate.perf.instructions import spawn_counted
 
-    return spawn_counted(request, source=Path(__file__).resolve().parents[2],
+    return spawn_counted(requests, source=Path(__file__).resolve().parents[2],
                          preexec_fn=_fixed_layout)
 
 
@@ -365,21 +366,98 @@ def _device_figures(runner, feed, nvml: NvmlPhases) -> dict:
     return {"time": timed.as_dict(), "synchronization": runner.synchronization}
 
 
-def count(request: dict) -> dict:
-    """Under callgrind: count each warm inference as its own dump (``spawn_counted`` reads
-    them), and account the heap while the runtime builds the model and while it runs.
-    Injected work is sized in instructions, from one counted call and one unit."""
-    from infergate.perf.injected import SIZING_UNITS
-    from infergate.perf.instructions import CALL_DUMP, WARMUP, Shim, calls_for, dump_totals
+def count_each(request: dict) -> dict:
+    """Under callgrind: load the backend's libraries and the model's feed once, then count each
+    of the model and backend's ``request["children"]`` combinations (its precisions) in a
+    forked child of its own, which reads its precision from ``request-<k>.json`` of the dump
+    directory. The parent's state at each fork does not depend on which precisions the
+    process counts, so neither do a combination's figures, and the import (10-23 s under
+    valgrind) is paid once per model and backend. The reply gives each child's end; its
+    figures are in ``reply-<k>.json`` and its stderr in ``stderr-<k>.txt``
+    (``spawn_counted`` reads them)."""
+    from infergate.perf.instructions import Shim
     from infergate.perf.measure import pin_threads
 
-    clock = [time.perf_counter()]  # phase ends, for the cost of counting (valgrind's time)
+    start = time.perf_counter()
     pinned = pin_threads(1)
     shim = Shim(request["shim"])
     if not shim.on_valgrind:
         raise RuntimeError("counting needs valgrind: run it through spawn_counted")
-
     backend, subject, feed = _combination(request)
+    for module in backend.requires:  # the libraries every precision loads: once, here
+        importlib.import_module(module)
+    imported_s = round(time.perf_counter() - start, 1)
+    dumps, limit = Path(request["dump_dir"]), int(request["child_timeout_s"])
+    ends = [None] * request["children"]  # nothing the loop keeps grows between forks
+    for k in range(request["children"]):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _count_child(k, shim, backend, subject, feed, pinned, dumps)
+        ends[k] = _wait_child(pid, limit)
+    return {"import_s": imported_s, "ends": ends}
+
+
+def _count_child(k, shim, backend, subject, feed, pinned, dumps: Path):
+    """A forked child's whole life: count its combination, write the reply, leave without
+    the parent's exit handlers."""
+    code = 1
+    try:
+        with open(dumps / f"stderr-{k}.txt", "w") as err:
+            os.dup2(err.fileno(), 2)
+        from infergate.build.subject import ModelUnderTest
+
+        request = json.loads((dumps / f"request-{k}.json").read_text())
+        subject = ModelUnderTest(subject.spec, subject.store, fingerprint=subject.fingerprint,
+                                 calibration_digest=request.get("calibration_digest"))
+        reply = count(k, request, shim, backend, subject, feed, dumps)
+        reply["settings"].update(pinned)
+        partial = dumps / f"reply-{k}.json.partial"
+        partial.write_text(json.dumps(reply))
+        os.replace(partial, dumps / f"reply-{k}.json")
+        code = 0
+    except BaseException:  # noqa: BLE001 - the parent reads it from stderr-<k>.txt
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _wait_child(pid: int, limit_s: int) -> dict:
+    """How a counting child ended: ``{"exit": n}``, ``{"signal": n}`` or, past ``limit_s``
+    (then it is killed), ``{"timeout": limit_s}``."""
+    import signal
+
+    late = []
+
+    def kill(*_):
+        late.append(True)
+        os.kill(pid, signal.SIGKILL)
+
+    signal.signal(signal.SIGALRM, kill)
+    signal.alarm(limit_s)
+    _, status = os.waitpid(pid, 0)  # retried after the handler (PEP 475)
+    signal.alarm(0)
+    if late:
+        return {"timeout": limit_s}
+    return ({"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status)
+            else {"exit": os.WEXITSTATUS(status)})
+
+
+def count(k: int, request: dict, shim, backend, subject, feed, dumps: Path) -> dict:
+    """Count each warm inference of one combination as its own dump
+    (``infergate-call-<k>-<i>``), and account the heap while the runtime builds the model and
+    while it runs. Injected work is sized in instructions, from one counted call and one
+    unit."""
+    from infergate.perf.injected import SIZING_UNITS
+    from infergate.perf.instructions import WARMUP, calls_for, call_dump, dump_totals
+
+    clock = [time.perf_counter()]  # phase ends, for the cost of counting (valgrind's time)
+    for module in backend.precision_requires.get(request["precision"], ()):
+        importlib.import_module(module)
     clock.append(time.perf_counter())
     before = shim.heap_mark()
     runner = backend.prepare(subject, request["precision"])
@@ -392,31 +470,32 @@ def count(request: dict) -> dict:
         runner.run(feed)
     clock.append(time.perf_counter())
     work = InjectedWork(request.get("slowdown", 0.0))
-    dumps = Path(request["dump_dir"])
     if work.fraction:
-        for name, call in (("infergate-size-model", lambda: runner.run(feed)),
-                           ("infergate-size-units", lambda: work.unit(SIZING_UNITS))):
+        for name, call in (("model", lambda: runner.run(feed)),
+                           ("units", lambda: work.unit(SIZING_UNITS))):
             shim.start()
             call()
-            shim.stop(name)
-        totals = dump_totals(dumps)
-        work.size(totals["infergate-size-model"],
-                  totals["infergate-size-units"] / SIZING_UNITS)
+            shim.stop(f"infergate-size-{k}-{name}")
+        totals = dump_totals(dumps, own=True)
+        work.size(totals[f"infergate-size-{k}-model"],
+                  totals[f"infergate-size-{k}-units"] / SIZING_UNITS)
 
     def counted(i: int) -> None:
         shim.start()
         runner.run(feed)
         work()
-        shim.stop(f"{CALL_DUMP}{i}")
+        shim.stop(call_dump(k, i))
 
     counted(0)
-    more_warmup, calls = calls_for(dump_totals(dumps)[f"{CALL_DUMP}0"])
+    first_peak = shim.heap_peak()  # reading the dump below is not the model's heap
+    more_warmup, calls = calls_for(dump_totals(dumps, own=True)[call_dump(k, 0)])
+    shim.heap_mark()
     for _ in range(more_warmup):
         runner.run(feed)
         work()
     for i in range(1, calls):
         counted(i)
-    run_peak = shim.heap_peak() - before
+    run_peak = max(first_peak, shim.heap_peak()) - before
     clock.append(time.perf_counter())
     runner.deactivate()
     phases = ("import_s", "load_s", "warmup_s", "counted_s")
@@ -426,14 +505,14 @@ def count(request: dict) -> dict:
                              "phases_s": {name: round(b - a, 1) for name, (a, b) in
                                           zip(phases, pairwise(clock), strict=True)}},
             "heap": {"run_peak_bytes": run_peak, "build_peak_bytes": build_peak},
-            "settings": {**runner.settings, **pinned,
+            "settings": {**runner.settings,
                          "address_randomization": address_randomization(),
                          "python_hash_seed": os.environ.get("PYTHONHASHSEED")}}
 
 
 def main() -> int:
     request = json.loads(sys.stdin.read())
-    result = count(request) if request.get("mode") == "instructions" else probe(request)
+    result = count_each(request) if request.get("mode") == "instructions" else probe(request)
     print(json.dumps(result))
     return 0
 

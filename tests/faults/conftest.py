@@ -11,10 +11,10 @@ from tests.faults.injected import faulty_backend
 
 @pytest.fixture
 def plant(monkeypatch):
-    """``plant(fault, at, **spec_changes)``: ort_cpu in the scratch run gets the fault; torch
-    stays healthy beside it."""
-    def _plant(fault, at, **spec_changes):
-        backends = {**all_backends(), "ort_cpu": faulty_backend(fault, at)()}
+    """``plant(fault, at, precision=None, **spec_changes)``: ort_cpu in the scratch run gets
+    the fault (at one precision only, if given); torch stays healthy beside it."""
+    def _plant(fault, at, precision=None, **spec_changes):
+        backends = {**all_backends(), "ort_cpu": faulty_backend(fault, at, precision)()}
         monkeypatch.setattr("infergate.matrix.all_backends", lambda: backends)
         if spec_changes:
             spec = replace(all_models()["mlp"], **spec_changes)

@@ -48,22 +48,27 @@ class _FaultyRunner(OrtRunner):
         return super().run_impl(feed)
 
 
-def faulty_backend(fault: str, at: str) -> type:
-    """An ort_cpu whose runner hits ``fault`` at ``at`` ('prepare', 'activate' or 'run'):
-    the class lives in this module, so a worker process can import it by name."""
-    return globals()[f"OrtCpu_{fault}_{at}"]
+def faulty_backend(fault: str, at: str, precision: str | None = None) -> type:
+    """An ort_cpu whose runner hits ``fault`` at ``at`` ('prepare', 'activate' or 'run'), at
+    every precision or at ``precision`` only: the class lives in this module, so a worker
+    process can import it by name."""
+    return globals()[f"OrtCpu_{fault}_{at}" + (f"_{precision}" if precision else "")]
 
 
-def _define(fault: str, at: str) -> None:
-    runner = type(f"Runner_{fault}_{at}", (_FaultyRunner,), {"fault": fault, "fault_at": at})
+def _define(fault: str, at: str, only: str | None = None) -> None:
+    suffix = f"{fault}_{at}" + (f"_{only}" if only else "")
+    runner = type(f"Runner_{suffix}", (_FaultyRunner,), {"fault": fault, "fault_at": at})
 
     def prepare(self, subject, precision):
-        if at == "prepare":
+        faulty = only is None or precision == only
+        if at == "prepare" and faulty:
             FAULTS[fault]()
         real = OrtCpu.prepare(self, subject, precision)
+        if not faulty:
+            return real
         return runner(real.label, real.output_names, real.model_path, real.providers)
 
-    name = f"OrtCpu_{fault}_{at}"
+    name = f"OrtCpu_{suffix}"
     globals()[name] = type(name, (OrtCpu,), {"prepare": prepare, "__module__": __name__})
     runner.__module__ = __name__
     globals()[runner.__name__] = runner
@@ -72,3 +77,4 @@ def _define(fault: str, at: str) -> None:
 for _fault in FAULTS:
     for _at in ("prepare", "activate", "run"):
         _define(_fault, _at)
+_define("segfault", "run", "int8")  # one precision of a process that counts several

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from infergate.perf import probe
+from infergate.perf import instructions, probe
 
 SELECT = ("--models", "mlp", "--backends", "torch,ort_cpu", "--precisions", "fp32",
           "--perf-min-time", "0.05", "--baseline-processes", "2", "--benchmark-disable",
@@ -68,3 +68,21 @@ def test_a_crash_while_preparing_for_a_probe_is_crashed_not_a_dead_run(project, 
     assert crashed and all(r["outcome"] == "crashed" for r in crashed)
     assert all("SIGSEGV" in r["reason"] and "prepare" in r["reason"] for r in crashed)
     assert all("reproduce alone: python -m pytest" in r["reason"] for r in crashed)
+
+
+@pytest.mark.skipif(instructions.unavailable_reason() is not None,
+                    reason=str(instructions.unavailable_reason()))
+def test_a_crash_counting_one_precision_costs_that_precision_not_its_process(project, plant):
+    """A model and backend's precisions are counted in one valgrind process, each in a
+    forked child: a segfault while counting int8 is int8's crashed verdict, and fp32 counted
+    beside it still takes its baseline."""
+    plant("segfault", "run", precision="int8")
+    result, data = project("--models", "mlp", "--backends", "ort_cpu", "--precisions",
+                           "fp32,int8", "--update-baselines", "-p", "no:randomly", "-rA",
+                           tests=("test_instructions.py",))
+    outcomes = {r["id"]: r for r in data["results"]}
+    crashed = outcomes["mlp-ort_cpu-int8"]
+    assert crashed["outcome"] == "crashed"
+    assert "SIGSEGV" in crashed["reason"] and "instruction count" in crashed["reason"]
+    assert outcomes["mlp-ort_cpu-fp32"]["outcome"] == "passed"
+    result.stdout.fnmatch_lines(["*baseline taken: mlp-ort_cpu-fp32 instructions/inference*"])
