@@ -86,3 +86,15 @@ def test_a_crash_counting_one_precision_costs_that_precision_not_its_process(pro
     assert "SIGSEGV" in crashed["reason"] and "instruction count" in crashed["reason"]
     assert outcomes["mlp-ort_cpu-fp32"]["outcome"] == "passed"
     result.stdout.fnmatch_lines(["*baseline taken: mlp-ort_cpu-fp32 instructions/inference*"])
+
+
+def test_a_failed_build_is_each_perf_test_s_own_error_not_an_index_error(project, plant):
+    """An exception while building the probe's artifacts is shown by every performance test
+    of the combination (it once surfaced in test_memory as an IndexError of infergate's)."""
+    plant("raise", "prepare")
+    only_ort = [a if a != "torch,ort_cpu" else "ort_cpu" for a in SELECT]
+    result, data = project(*only_ort, "--update-baselines", tests=PERF_TESTS)
+    failed = [r for r in data["results"] if r["id"] == "mlp-ort_cpu-fp32"]
+    assert len(failed) == 2
+    assert all("exporter exploded" in r["reason"] for r in failed), failed
+    assert "IndexError" not in result.stdout.str()
