@@ -13,7 +13,13 @@ from pathlib import Path
 from infergate import machine_id
 from infergate.history import cli as history_cli
 from infergate.perf import baselines
-from infergate.report.document import ReportError, load_results, merge, write_reports
+from infergate.report.document import (
+    ReportError,
+    ReportsIncomplete,
+    load_results,
+    merge,
+    write_reports,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,9 +94,14 @@ def report(results: list[Path], out: Path) -> int:
     document, warnings = merge(sources)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    written = write_reports(out, document)
+    try:
+        written, failures = write_reports(out, document), []
+    except ReportsIncomplete as exc:
+        written, failures = exc.written, exc.failures
     print(f"{len(document['results'])} results -> " + ", ".join(map(str, written.values())))
-    return 0
+    for failure in failures:
+        print(f"python -m infergate report: could not write {failure}", file=sys.stderr)
+    return 6 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.umask(umask)
     os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        # A lone surrogate (a path decoded with surrogateescape, in an exception message) is
+        # written as its escape: the file stays UTF-8 and the session survives it.
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

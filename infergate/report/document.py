@@ -76,27 +76,46 @@ def write_results(directory: Path, document: dict) -> Path:
     return path
 
 
+class ReportsIncomplete(OSError):
+    """Some reports were not written; ``written`` names those that were, ``failures`` each
+    that was not, with why."""
+
+    def __init__(self, written: dict[str, Path], failures: list[str]):
+        self.written, self.failures = written, failures
+        super().__init__("; ".join(failures))
+
+
 def write_reports(directory: Path, document: dict) -> dict[str, Path]:
-    """results.json, summary.md and report.html, each atomically; the summary also goes to
-    GitHub's job summary when ``GITHUB_STEP_SUMMARY`` names one."""
+    """results.json, then summary.md and report.html, each atomically and each on its own (a
+    renderer's bug or a full disk costs that file only, never the data); the summary also
+    goes to GitHub's job summary when ``GITHUB_STEP_SUMMARY`` names one. Raises
+    ReportsIncomplete, after writing all it can, when any of them failed."""
     directory = Path(directory)
-    markdown = render_markdown(document)
-    texts = {"results.json": _dump(document), "summary.md": markdown,
-             "report.html": render_html(document)}
     paths, failed = {}, []
-    for name, text in texts.items():  # results.json first; one failing costs not the others
+    views = {"results.json": lambda: _dump(document),
+             "summary.md": lambda: render_markdown(document),
+             "report.html": lambda: render_html(document)}
+    texts = {}
+    for name, render in views.items():
         try:
-            atomic_write_text(directory / name, text)
+            texts[name] = render()
+            atomic_write_text(directory / name, texts[name])
             paths[name] = directory / name
         except OSError as exc:
-            failed.append(f"{directory / name}: {exc.strerror or exc}")
-    if failed:
-        raise OSError("; ".join(failed))
+            failed.append(f"the reports: {directory / name}: {exc.strerror or exc}")
+        except Exception as exc:  # noqa: BLE001 - a renderer's bug costs its view only
+            failed.append(f"the reports: {directory / name}: rendering it failed: "
+                          f"{type(exc).__name__}: {exc}")
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if step_summary:
-        # GitHub owns that file and collects every step's appends: append, never replace.
-        with open(step_summary, "a", encoding="utf-8") as f:
-            f.write(markdown + "\n")
+    if step_summary and "summary.md" in texts:
+        try:  # GitHub owns that file and collects every step's appends: append, never replace
+            with open(step_summary, "a", encoding="utf-8", errors="backslashreplace") as f:
+                f.write(texts["summary.md"] + "\n")
+        except OSError as exc:
+            failed.append(f"the job summary (GITHUB_STEP_SUMMARY={step_summary}): "
+                          f"{exc.strerror or exc}")
+    if failed:
+        raise ReportsIncomplete(paths, failed)
     return paths
 
 
