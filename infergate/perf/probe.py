@@ -453,7 +453,7 @@ def count(k: int, request: dict, shim, backend, subject, feed, dumps: Path) -> d
     while it runs. Injected work is sized in instructions, from one counted call and one
     unit."""
     from infergate.perf.injected import SIZING_UNITS
-    from infergate.perf.instructions import WARMUP, calls_for, call_dump, dump_totals
+    from infergate.perf.instructions import WARMUP, call_dump, calls_for, dump_totals
 
     clock = [time.perf_counter()]  # phase ends, for the cost of counting (valgrind's time)
     for module in backend.precision_requires.get(request["precision"], ()):

@@ -102,6 +102,9 @@ def render_markdown(document: dict) -> str:
              (f"{len(several)} machines, one matrix each"
               if several else _environment(env)) + f" · {_text(document.get('created', ''))}",
              ""]
+    off = (document.get("selection") or {}).get("gates_off")
+    if off:
+        lines += [f"**Gates that cannot fail in this run:** {_text('; '.join(off))}", ""]
     lines += _problems(document)
     if not several:
         return "\n".join(lines + _matrices(document))
