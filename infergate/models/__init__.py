@@ -58,6 +58,9 @@ def _importing(where: str):
         raise SpecError(f"{where}: {exc}") from None
     except Exception as exc:  # e.g. ModelSpec(...) missing a field: a TypeError
         raise SpecError(f"{where}: importing it raised {type(exc).__name__}: {exc}") from None
+    except SystemExit as exc:  # an unguarded `sys.exit(main())` at the bottom of the file
+        raise SpecError(f"{where}: importing it called sys.exit({exc.code!r}); a script's "
+                        f"entry point belongs under `if __name__ == \"__main__\":`") from None
 
 
 def _load(qualified: str) -> ModelSpec:

@@ -63,3 +63,16 @@ def test_a_spec_raising_in_build_or_make_inputs_errors_its_tests_naming_the_mode
                            "fp32", "--isolation", "off")
     assert {r["outcome"] for r in data["results"]} == {"error"}
     assert all(f"{where} exploded" in r["reason"] for r in data["results"])
+
+
+def test_a_model_file_exiting_at_import_is_one_usage_error(project, pytester):
+    """An unguarded `sys.exit(main())` in a model file was an INTERNALERROR with a traceback
+    through the plugin (issue 25, fault 10)."""
+    (pytester.path / "exits_model.py").write_text(
+        "import sys\n\ndef main():\n    return 3\n\nsys.exit(main())\n")
+    result = pytester.runpytest("--infergate-model-file", "exits_model.py",
+                                "test_equivalence.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*exits_model.py: importing it called sys.exit(3); a script's "
+                                 "entry point belongs under `if __name__ == \"__main__\":`"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
