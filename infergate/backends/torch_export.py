@@ -18,19 +18,52 @@ from infergate.progress import step
 PACKAGE = "model.pt2"
 
 
+def flat_outputs(module, inputs, names: tuple[str, ...], label: str):
+    """``module`` returning its outputs as a tuple in the spec's order, called by its input
+    names. The package's output tree is then a builtin tuple, so it loads where the model's
+    Python was never imported: a Hugging Face model's ``ModelOutput`` once made every probe
+    (a fresh process without transformers) fail to load the package it had built."""
+    import inspect
+
+    import torch
+
+    from infergate.build.model_outputs import named_outputs
+
+    def forward(self, **feed):
+        found = named_outputs(label, names, self.inner(**feed))
+        return tuple(found[name] for name in names)
+
+    # torch.export binds inputs and their dynamic shapes by the signature it reads.
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    forward.__signature__ = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(name, keyword) for name in inputs])
+    flat = type("FlatOutputs", (torch.nn.Module,), {"forward": forward})()
+    flat.inner = module
+    return flat
+
+
+def exported(subject, precision: str):
+    """The model at ``precision`` as torch.export traces it for the package."""
+    import torch
+
+    from infergate.build.onnx_export import dynamic_shapes
+
+    feed = subject.inputs(seed=0)
+    module = flat_outputs(convert_module(subject.module, precision), feed,
+                          subject.spec.outputs, f"{subject.spec.name}-torch_export-{precision}")
+    return torch.export.export(module, (), kwargs=to_torch(feed, torch_dtype(precision)),
+                               dynamic_shapes=dynamic_shapes(subject.spec, feed))
+
+
 def aoti_package(subject, precision: str):
     """The cached AOTInductor package of ``subject`` at ``precision``. Its kernels are built
     for this CPU's vector ISA, so the key has the CPU's flags."""
     def build(tmp):
         import torch
 
-        from infergate.build.onnx_export import dynamic_shapes
-
-        module = convert_module(subject.module, precision)
-        feed = subject.inputs(seed=0)
-        program = torch.export.export(module, (), kwargs=to_torch(feed, torch_dtype(precision)),
-                                      dynamic_shapes=dynamic_shapes(subject.spec, feed))
-        torch._inductor.aoti_compile_and_package(program, package_path=str(tmp / PACKAGE))
+        torch._inductor.aoti_compile_and_package(exported(subject, precision),
+                                                 package_path=str(tmp / PACKAGE))
 
     isa = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:12]
     key = {"model": subject.spec.name, "fingerprint": subject.fingerprint,
