@@ -8,6 +8,7 @@ import textwrap
 from dataclasses import replace
 
 import pytest
+import torch
 
 from infergate import models
 from infergate.matrix import Selection
@@ -129,6 +130,39 @@ def test_outputs_not_matching_forward_end_the_run_with_one_usage_error(project, 
                       "forward must return one tensor, a tuple of tensors in that order, or a "
                       "dict with exactly those names (nested levels joined with '.')"], errors
     assert len(data["results"]) == 1  # the first combination showed it; the rest never ran
+
+
+@pytest.mark.parametrize("isolation", ["process", "off"])
+def test_inputs_forward_does_not_take_end_the_run_with_one_usage_error(project, pytester,
+                                                                       isolation):
+    """A make_inputs key the model does not take ('feature' for 'features') was 4 failures
+    and 36 errors, each a TypeError from forward (issue 24, defect 4)."""
+    path = model_file(pytester.path, "misnamed")
+    path.write_text(path.read_text().replace('return {"x": torch', 'return {"feature": torch')
+                    .replace('dynamic_axes={"x"', 'dynamic_axes={"feature"'))
+    result, data = project("--infergate-model-file", str(path), "--infergate-backends",
+                           "torch,ort_cpu,openvino", "--infergate-precisions", "fp32",
+                           "--infergate-isolation", isolation)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()[-3000:]
+    errors = [line for line in result.stderr.lines if line.startswith("ERROR:")]
+    assert errors == [f"ERROR: {path}: ModelSpec 'misnamed': make_inputs: make_inputs gives "
+                      "'feature', which forward(x) does not take; forward(x) needs 'x', which "
+                      "make_inputs does not give"], errors
+    assert len(data["results"]) == 1
+
+
+def test_dynamic_axes_naming_an_input_make_inputs_lacks_is_named(tmp_path):
+    from infergate.build.model_outputs import InputsMismatch, check_inputs
+
+    class Model(torch.nn.Module):
+        def forward(self, features, mask=None):
+            return features
+
+    with pytest.raises(InputsMismatch, match=r"m: dynamic_axes names 'feature', which "
+                                             r"make_inputs does not give \(it gives "
+                                             r"'features'\)"):
+        check_inputs("m", Model(), ["features"], {"feature": {0: "batch"}})
+    check_inputs("m", Model(), ["features", "mask"], {"features": {0: "batch"}})
 
 
 def test_a_spec_is_said_to_be_defined_where_it_was_registered_or_where_its_build_is(tmp_path):

@@ -5,16 +5,71 @@ from __future__ import annotations
 from infergate.spec import SpecError
 
 
-class OutputsMismatch(SpecError):
-    """``forward`` returned other outputs than the ModelSpec declares: the spec's error, which
-    the plugin turns into one usage error naming the model file (``plugin/spec_errors``)."""
+class ForwardMismatch(SpecError):
+    """The ModelSpec and the model's ``forward`` disagree, which only building or running the
+    model shows: the spec's error, which the plugin turns into one usage error naming the
+    model file and the field (``plugin/spec_errors``)."""
 
-    KIND = "OutputsMismatch"  # how a worker process reports it (its type's name)
+    KIND = ""  # how a worker process reports it (its type's name)
+    FIELD = ""  # the ModelSpec field the usage error names
 
     @staticmethod
     def detail(message: str) -> str:
         """The message without the combination label it starts with."""
         return message.split(": ", 1)[-1]
+
+
+class OutputsMismatch(ForwardMismatch):
+    """``forward`` returned other outputs than the ModelSpec declares."""
+
+    KIND, FIELD = "OutputsMismatch", "outputs"
+
+
+class InputsMismatch(ForwardMismatch):
+    """``make_inputs`` (or ``dynamic_axes``) names inputs ``forward`` does not take."""
+
+    KIND, FIELD = "InputsMismatch", "make_inputs"
+
+
+MISMATCHES = {cls.KIND: cls for cls in (OutputsMismatch, InputsMismatch)}
+
+
+def check_inputs(label: str, module, names, dynamic_axes: dict) -> None:
+    """The feed's names against ``forward``'s signature and the spec's ``dynamic_axes``:
+    a name one side has and the other lacks is an InputsMismatch naming both sides (once a
+    TypeError per test of every combination)."""
+    import inspect
+
+    try:
+        params = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):  # a forward inspect cannot read: the call will tell
+        return
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    takes = [n for n, p in params.items() if p.kind in named]
+    any_name = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    given = list(names)
+    problems = []
+    unknown = [] if any_name else [n for n in given if n not in takes]
+    needed = [n for n, p in params.items()
+              if p.kind in named and p.default is p.empty and n not in given]
+    if unknown or needed:
+        signature = f"forward({', '.join(takes + (['**kwargs'] if any_name else []))})"
+        if unknown:
+            problems.append(f"make_inputs gives {_names(unknown)}, which {signature} does "
+                            f"not take")
+        if needed:
+            problems.append(f"{signature} needs {_names(needed)}, which make_inputs does not "
+                            f"give")
+    stray = [n for n in dynamic_axes if n not in given]
+    if stray:
+        problems.append(f"dynamic_axes names {_names(stray)}, which make_inputs does not "
+                        f"give (it gives {_names(given)})")
+    if problems:
+        raise InputsMismatch(f"{label}: {'; '.join(problems)}")
+
+
+def _names(names) -> str:
+    return ", ".join(repr(n) for n in names)
 
 
 def flatten_outputs(outputs, prefix: str = "") -> list[tuple[str, object]]:

@@ -42,7 +42,12 @@ class ModelUnderTest:
 
     @cached_property
     def module(self) -> torch.nn.Module:
-        return self.spec.build(self.store).eval()
+        from infergate.build.model_outputs import check_inputs
+
+        module = self.spec.build(self.store).eval()
+        check_inputs(self.spec.name, module, self.spec.example_inputs(seed=0),
+                     self.spec.dynamic_axes)
+        return module
 
     @cached_property
     def fingerprint(self) -> str:

@@ -1,13 +1,13 @@
-"""A model whose ``forward`` returns other outputs than its ModelSpec declares is the spec's
-error, not the backend's. Only running the model shows it, so the first test that runs it ends
-the session with one usage error naming the model file and the field, instead of a failure
-for every combination."""
+"""A model whose ``forward`` takes other inputs, or returns other outputs, than its ModelSpec
+declares is the spec's error, not the backend's. Only building or running the model shows it,
+so the first test that does ends the session with one usage error naming the model file and
+the field, instead of a failure for every combination."""
 
 from __future__ import annotations
 
 import pytest
 
-from infergate.build.model_outputs import OutputsMismatch
+from infergate.build.model_outputs import MISMATCHES, ForwardMismatch
 from infergate.isolation import WorkerError
 from infergate.models import defined_in
 
@@ -18,18 +18,18 @@ def pytest_configure(config):
     config.pluginmanager.register(SpecErrors(), "infergate-spec-errors")
 
 
-def _mismatch(exc: BaseException | None) -> str:
-    """The mismatch's message where ``exc`` is one or was caused by one (in this process or
-    in a worker), else ""."""
+def _mismatch(exc: BaseException | None) -> tuple[str, str]:
+    """(field, message) of the mismatch where ``exc`` is one or was caused by one (in this
+    process or in a worker), else ("", "")."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, OutputsMismatch):
-            return str(exc)
-        if isinstance(exc, WorkerError) and exc.kind == OutputsMismatch.KIND:
-            return exc.message
+        if isinstance(exc, ForwardMismatch):
+            return exc.FIELD, str(exc)
+        if isinstance(exc, WorkerError) and exc.kind in MISMATCHES:
+            return MISMATCHES[exc.kind].FIELD, exc.message
         exc = exc.__cause__ or exc.__context__
-    return ""
+    return "", ""
 
 
 class SpecErrors:
@@ -44,10 +44,10 @@ class SpecErrors:
     def pytest_runtest_makereport(self, item, call):
         report = yield
         combo = getattr(getattr(item, "callspec", None), "params", {}).get("combo")
-        message = _mismatch(call.excinfo.value) if call.excinfo and combo else ""
+        field, message = _mismatch(call.excinfo.value) if call.excinfo and combo else ("", "")
         if message:
             usage = (f"{defined_in(combo.spec)}: ModelSpec {combo.spec.name!r}: "
-                     f"outputs: {OutputsMismatch.detail(message)}")
+                     f"{field}: {ForwardMismatch.detail(message)}")
             report.longrepr = usage  # the backend's traceback says nothing more
             report.user_properties.append((_KEY, usage))
         return report
@@ -56,7 +56,7 @@ class SpecErrors:
         usage = dict(report.user_properties).get(_KEY)
         if usage and not self.usage:
             self.usage = usage
-            self.session.shouldstop = "a ModelSpec's outputs do not match its forward"
+            self.session.shouldstop = "a ModelSpec does not match its model's forward"
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session):
