@@ -144,10 +144,10 @@ def test_an_edit_to_a_module_build_imports_lazily_changes_the_fingerprint(tmp_pa
                  "def build(store):\n    import torch\n    from lazyproj.nets import Net\n"
                  "    torch.manual_seed(0)\n    return Net().eval()\n"
                  "def make_inputs(batch, seed):\n    import torch\n"
-                 "    return {'x': torch.randn(batch, 6)}\n"
+                 "    return {'input': torch.randn(batch, 6)}\n"
                  "SPEC = ModelSpec(name='lazy_model', build=build, make_inputs=make_inputs,\n"
                  "                 outputs=('y',), dims={'batch': Dim(1, 4, 2)},\n"
-                 "                 dynamic_axes={'x': {0: 'batch'}})\n"})
+                 "                 dynamic_axes={'input': {0: 'batch'}})\n"})
     store = ArtifactStore(tmp_path / "cache")
     first = ModelUnderTest(spec, store).fingerprint
     assert ModelUnderTest(spec, store).fingerprint == first

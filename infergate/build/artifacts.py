@@ -89,10 +89,13 @@ class ArtifactStore:
 
     def damage(self, folder: Path) -> str | None:
         """How a cached artifact differs from what was written (a truncated file, a missing
-        one), or None. Sizes every time, hashes once per process."""
+        one, no manifest or key to check it by), or None. Sizes every time, hashes once per
+        process."""
+        if not (folder / "key.json").exists():
+            return "its key.json is missing (a half-written or half-deleted artifact)"
         manifest_path = folder / MANIFEST
-        if not manifest_path.exists():
-            return None  # built before manifests: nothing to check against
+        if not manifest_path.exists():  # nothing to check it against: never trusted
+            return "its manifest is missing (a half-deleted artifact)"
         try:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -118,7 +121,7 @@ class ArtifactStore:
         ``build(tmpdir)`` writes the artifact's files into ``tmpdir``.
         """
         final = self.path_for(kind, key)
-        if (final / "key.json").exists():
+        if final.exists():  # any folder there: intact, or moved aside and built again
             damaged = self.damage(final)
             if damaged is None:
                 return final

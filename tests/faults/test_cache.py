@@ -20,7 +20,7 @@ def _builder(calls):
     return build
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete", "manifest", "key"])
 def test_a_damaged_cached_artifact_is_rebuilt_with_a_note(tmp_path, said, damage):
     calls = []
     store = ArtifactStore(tmp_path)
@@ -30,8 +30,13 @@ def test_a_damaged_cached_artifact_is_rebuilt_with_a_note(tmp_path, said, damage
         model.write_bytes(model.read_bytes()[:100])  # as a full disk or a killed copy leaves it
     elif damage == "flip":
         model.write_bytes(b"y" + model.read_bytes()[1:])
-    else:
+    elif damage == "delete":
         model.unlink()
+    elif damage == "manifest":  # half a `rm -r`: once taken for an artifact older than manifests
+        (folder / "manifest.json").unlink()
+        model.unlink()
+    else:  # a folder without key.json was never cleared: "Directory not empty" on every run
+        (folder / "key.json").unlink()
     again = ArtifactStore(tmp_path).get("onnx", {"k": 1}, _builder(calls), "exporting m")
     assert again == folder and len(calls) == 2
     assert (again / "model.onnx").read_bytes() == b"x" * 4096
