@@ -225,6 +225,23 @@ class WorkerPool:
         self.size = size
         self._workers: collections.OrderedDict[str, Worker] = collections.OrderedDict()
         self._spare: Worker | None = None
+        # combination label -> the crash or timeout of its prepare: paid once a run, as a
+        # Python exception's failed build already is (the artifact store remembers those)
+        self._failed_prepare: dict[str, ChildFailure] = {}
+
+    def prepare(self, label: str, call, reproduce: str = ""):
+        """``call()``, the prepare step of the combination ``label`` in a worker, unless it
+        crashed or timed out earlier in this run: then that failure again at once."""
+        earlier = self._failed_prepare.get(label)
+        if earlier is not None:
+            raise ChildFailure(earlier.status, earlier.label, earlier.step,
+                               f"{earlier.detail} (in an earlier test of this run; not tried "
+                               f"again)", earlier.stderr_tail, reproduce)
+        try:
+            return call()
+        except ChildFailure as exc:
+            self._failed_prepare[label] = exc
+            raise
 
     def worker(self, key: str) -> Worker:
         worker = self._workers.pop(key, None)
@@ -315,13 +332,20 @@ class IsolatedRunner(Runner):
         self._open()
 
     def _open(self) -> None:
-        self._worker = self._pool.worker(self._subject.spec.name)
-        self._handle = self._call(
-            "open", "prepare (export, conversion, quantization, compile)",
-            self.limits.prepare_s, threads=self.threads,
-            **combination(self._subject, self._backend, self._precision))
-        self.settings = self._call("activate", "activate (session creation, compile)",
-                                   self.limits.prepare_s, handle=self._handle)
+        def prepare():
+            self._worker = self._pool.worker(self._subject.spec.name)
+            self._handle = self._call(
+                "open", "prepare (export, conversion, quantization, compile)",
+                self.limits.prepare_s, threads=self.threads,
+                **combination(self._subject, self._backend, self._precision))
+            self.settings = self._call("activate", "activate (session creation, compile)",
+                                       self.limits.prepare_s, handle=self._handle)
+
+        try:
+            self._pool.prepare(self.label, prepare, self._reproduce)
+        except ChildFailure as exc:
+            self.failure = exc
+            raise
 
     def run_impl(self, feed):
         self._runs += 1
@@ -361,9 +385,9 @@ def prepare_in_worker(pool: WorkerPool, subject, backend, precision: str, limits
                       label: str) -> None:
     """Build the combination's artifacts (export, quantization, compile caches) in a worker,
     for a probe that then measures in a fresh process of its own."""
-    pool.worker(subject.spec.name).call(
+    pool.prepare(label, lambda: pool.worker(subject.spec.name).call(
         "build", label, "prepare (export, conversion, quantization, compile)", limits.prepare_s,
-        **combination(subject, backend, precision))
+        **combination(subject, backend, precision)))
 
 
 # --- the worker side -------------------------------------------------------------------------

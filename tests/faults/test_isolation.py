@@ -155,3 +155,21 @@ def test_a_runner_whose_worker_the_pool_closed_opens_again(store):
             runner.deactivate()
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("fault", ["segfault", "hang"])
+def test_a_crash_or_hang_while_preparing_is_paid_once_a_run(project, plant, fault):
+    """A native crash or a timeout in the export was tried again by every test of the
+    combination (a Python exception already was not): now each later test gets the first
+    one's verdict at once (issue 25, fault 9)."""
+    plant(fault, "prepare", timeouts=Timeouts(reason="fault test: a hang must end fast",
+                                              prepare_s=5))
+    result, data = project("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32",
+                           "--update-baselines", "--perf-min-time", "0.05",
+                           "--baseline-processes", "1", "-p", "no:randomly",
+                           tests=("test_equivalence.py", "test_latency.py", "test_memory.py"))
+    ours = [r for r in data["results"] if r["id"] == "mlp-ort_cpu-fp32"]
+    assert [r["outcome"] for r in ours] == ["crashed" if fault == "segfault" else "timeout"] * 3
+    assert [("not tried again" in r["reason"]) for r in ours] == [False, True, True]
+    if fault == "hang":
+        assert sum(r["duration_s"] for r in ours) < 15  # the 5 s limit paid once
