@@ -301,11 +301,16 @@ def spawn_counted(requests: list[dict], *, source: Path, preexec_fn=None) -> lis
             failure = ProbeError(f"{label}: callgrind process exited {proc.returncode}:\n"
                                  f"{proc.stderr[-4000:]}")
             return [failure] * len(requests)
-        ends = json.loads(proc.stdout.strip().splitlines()[-1])["ends"]
+        reply = json.loads(proc.stdout.strip().splitlines()[-1])
         paths: dict[str, Path] = {}
         totals = dump_totals(Path(tmp), paths)
-        return [_counted(k, request, end, Path(tmp), totals, paths, proc.stderr)
-                for k, (request, end) in enumerate(zip(requests, ends, strict=True))]
+        counted = [_counted(k, request, end, Path(tmp), totals, paths, proc.stderr)
+                   for k, (request, end) in enumerate(zip(requests, reply["ends"], strict=True))]
+    for one in counted:  # the libraries' import, paid once by the process for all of them
+        if isinstance(one, dict):
+            one["instructions"]["process"] = {"import_s": reply["import_s"],
+                                              "combinations": len(requests)}
+    return counted
 
 
 def _counted(k: int, request: dict, end: dict, tmp: Path, totals: dict, paths: dict,

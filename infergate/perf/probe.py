@@ -399,6 +399,23 @@ def count_each(request: dict) -> dict:
     return {"import_s": imported_s, "ends": ends}
 
 
+def _stop_clock_threads() -> None:
+    """Stop threads that wake on the clock: callgrind counts every thread, so their wake-ups
+    (and the GIL hand-overs) landed in counted calls at random. tqdm's monitor is one, started
+    by the first progress bar of each tqdm class (transformers' weight loading): it moved
+    torch's MiniLM count 0.16 % between processes."""
+    import threading
+
+    monitor = sys.modules.get("tqdm._monitor")
+    if monitor is None:
+        return
+    for thread in threading.enumerate():
+        if isinstance(thread, monitor.TMonitor):
+            thread.tqdm_cls.monitor_interval = 0  # no new one for a later bar
+            thread.exit()
+            thread.tqdm_cls.monitor = None
+
+
 def _count_child(k, shim, backend, subject, feed, pinned, dumps: Path):
     """A forked child's whole life: count its combination, write the reply, leave without
     the parent's exit handlers."""
@@ -464,6 +481,7 @@ def count(k: int, request: dict, shim, backend, subject, feed, dumps: Path) -> d
     runner.threads = 1
     runner.activate()
     build_peak = shim.heap_peak() - before
+    _stop_clock_threads()
     shim.heap_mark()  # from here, the high-water mark of running it
     clock.append(time.perf_counter())
     for _ in range(WARMUP):
