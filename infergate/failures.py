@@ -96,4 +96,7 @@ def run_child(command: list[str], *, input: str, env: dict, timeout: float, cwd=
         kill_group(proc.pid)
         out, err = proc.communicate()
         raise subprocess.TimeoutExpired(command, timeout, out, err) from None
+    except BaseException:  # an interrupt or SIGTERM: the child and its forks end with us
+        kill_group(proc.pid)
+        raise
     return subprocess.CompletedProcess(command, proc.returncode, out, err)

@@ -7,6 +7,7 @@ turns it off.
 """
 
 pytest_plugins = [
+    "infergate.plugin.termination",
     "infergate.plugin.outputs",
     "infergate.plugin.options",
     "infergate.plugin.isolation",

@@ -68,6 +68,20 @@ def test_an_exception_in_the_worker_is_an_error_with_the_workers_traceback(proje
     result.stdout.fnmatch_lines(["*in the worker:*", "*injected.py*"])
 
 
+@pytest.mark.parametrize("at", ["prepare", "activate", "run"])
+def test_the_model_s_exception_is_an_error_at_whichever_step(project, plant, at):
+    """The same exception was 'error' from prepare and 'failed' from the first inference
+    (issue 24, defect 3): 'failed' is a broken verdict's, an exception is an error."""
+    plant("raise", at)
+    result, data = project("--models", "mlp", "--backends", "torch,ort_cpu",
+                           "--precisions", "fp32")
+    raised = by_id(data["results"])["mlp-ort_cpu-fp32"]
+    assert raised["outcome"] == "error", raised
+    assert "exporter exploded" in raised["reason"]
+    assert by_id(data["results"])["mlp-torch-fp32"]["outcome"] == "passed"
+    result.assert_outcomes(passed=1, errors=1)
+
+
 def test_a_crashed_xdist_worker_leaves_a_crashed_result_not_a_null_one(project, pytester):
     """Without isolation a native crash takes the xdist worker with it; the test it ran is
     'crashed' in results.json and the reports, as pytest counts it failed."""

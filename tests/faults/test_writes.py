@@ -47,7 +47,7 @@ def test_a_corrupt_baseline_is_moved_aside_by_an_update(project, pytester):
     own.write_text('{"schema": "infergate.perf.baselines/1", "entries": {tr')  # torn
     result, _ = project(*ONE, "--baseline-processes", "1", "--perf-min-time", "0.05",
                         tests=("test_memory.py",))
-    result.assert_outcomes(failed=1)  # judging against it: an error naming the file
+    result.assert_outcomes(errors=1)  # no verdict against it: an error naming the file
     result.stdout.fnmatch_lines([f"*{own}: not readable JSON*"])
     result, _ = project(*ONE, "--baseline-processes", "1", "--perf-min-time", "0.05",
                         "--update-baselines", tests=("test_memory.py",))
@@ -98,6 +98,41 @@ def test_an_interrupted_run_is_marked_incomplete(project, pytester):
     assert data["run"]["status"] == "interrupted (INTERRUPTED)"
     assert [r["outcome"] for r in data["results"]] == ["passed"]
     assert "Incomplete run" in (pytester.path / "out" / "summary.md").read_text()
+
+
+def _alive_with(marker: str) -> list[int]:
+    """Processes whose environment holds ``marker`` (a run's descendants inherit it)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker.encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_terminated_run_writes_its_reports_and_leaves_no_process(project, pytester,
+                                                                   monkeypatch):
+    """SIGTERM (CI timeouts, Kubernetes) was exit 143 with no message, results.json left
+    "running", no summary.md or report.html, and a process orphaned (issue 25, fault 6)."""
+    import time
+    import uuid
+
+    marker = f"infergate-sigterm-{uuid.uuid4().hex}"
+    monkeypatch.setenv("INFERGATE_FAULT_MARK", marker)
+    result = _signalled_run(pytester, signal.SIGTERM)
+    assert result.ret == 143
+    data = json.loads((pytester.path / "out" / "results.json").read_text())
+    assert data["run"]["complete"] is False
+    assert data["run"]["status"] == "terminated (SIGTERM)"
+    assert [r["outcome"] for r in data["results"]] == ["passed"]
+    assert "Incomplete run" in (pytester.path / "out" / "summary.md").read_text()
+    assert (pytester.path / "out" / "report.html").is_file()
+    deadline = time.monotonic() + 10  # the workers' last exits
+    while _alive_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _alive_with(marker) == []
 
 
 def test_a_killed_run_leaves_the_results_it_reached(project, pytester):
