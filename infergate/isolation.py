@@ -135,6 +135,7 @@ class Worker:
         return "\n".join(self._tail)
 
     def call(self, op: str, label: str, step: str, limit_s: float, **args):
+        __tracebackhide__ = True
         self.last_progress = ""
         try:
             _write(self._requests, (op, args))
@@ -148,6 +149,7 @@ class Worker:
         return reply[1]
 
     def _receive(self, label: str, step: str, limit_s: float):
+        __tracebackhide__ = True
         stream = self.proc.stdout
         deadline = time.monotonic() + limit_s
         while True:  # wait for the header within the limit; a reply, once started, is read whole
@@ -317,6 +319,7 @@ class IsolatedRunner(Runner):
         self.failure: ChildFailure | None = None
 
     def _call(self, op: str, step: str, limit_s: float, **args):
+        __tracebackhide__ = True
         if self.failure is not None:
             raise self.failure
         if op != "open" and self._worker.retired:  # the pool closed it: open here again
@@ -329,9 +332,11 @@ class IsolatedRunner(Runner):
             raise self.failure from None
 
     def activate_impl(self) -> None:
+        __tracebackhide__ = True
         self._open()
 
     def _open(self) -> None:
+        __tracebackhide__ = True
         def prepare():
             self._worker = self._pool.worker(self._subject.spec.name)
             self._handle = self._call(
@@ -348,6 +353,7 @@ class IsolatedRunner(Runner):
             raise
 
     def run_impl(self, feed):
+        __tracebackhide__ = True
         self._runs += 1
         step, limit = (("first inference", self.limits.first_run_s) if self._runs == 1
                        else (f"inference {self._runs}", self.limits.run_s))

@@ -58,6 +58,7 @@ class Runner:
         self.threads: int | None = None
 
     def activate(self) -> Runner:
+        __tracebackhide__ = True
         if self.is_active:
             raise RunnerError(f"{self.label}: activate() called twice")
         self.activate_impl()
@@ -65,6 +66,7 @@ class Runner:
         return self
 
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        __tracebackhide__ = True
         if not self.is_active:
             raise RunnerError(f"{self.label}: run() before activate()")
         outputs = self.run_impl(feed)
