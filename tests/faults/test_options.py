@@ -10,8 +10,8 @@ ONE = ("--infergate-models", "mlp", "--infergate-backends", "ort_cpu",
 
 
 @pytest.mark.parametrize(("option", "value", "said"), [
-    ("--infergate-perf-threshold", "10", "must be at most 1, not '10' (a fraction: 0.1 is 10 %"),
-    ("--infergate-perf-threshold", "1e9", "must be at most 1, not '1e9'"),
+    ("--infergate-perf-threshold", "10", "must be at most 1, not 10 (a fraction: 0.1 is 10 %"),
+    ("--infergate-perf-threshold", "1e9", "must be at most 1, not 1e+09"),
     ("--infergate-memory-threshold", "2", "must be at most 1"),
     ("--infergate-count-threshold", "5", "must be at most 1"),
     ("--infergate-perf-threads", "100000",
@@ -28,9 +28,12 @@ def test_an_option_that_cannot_gate_is_a_usage_error(project, pytester, option, 
 
 
 def test_a_gate_switched_off_is_said_in_the_header_and_the_summary(project, pytester):
-    result, _ = project(*ONE, "--infergate-perf-wall-time", "report")
-    result.stdout.fnmatch_lines(["infergate: gates that cannot fail in this run: instructions "
+    result, _ = project(*ONE, "--infergate-perf-wall-time", "report",
+                        "--infergate-perf-threshold", "10", "--infergate-unbounded-thresholds")
+    result.stdout.fnmatch_lines(["infergate: gates that cannot fail in this run: latency "
+                                 "(--infergate-perf-threshold 10, above 1); instructions "
                                  "and peak heap (--infergate-perf-counts off); latency "
                                  "(--infergate-perf-wall-time report)"])
     summary = (pytester.path / "out" / "summary.md").read_text()
-    assert "**Gates that cannot fail in this run:** instructions and peak heap" in summary
+    assert ("**Gates that cannot fail in this run:** latency (--infergate-perf-threshold 10, "
+            "above 1); instructions and peak heap") in summary
