@@ -1,8 +1,9 @@
-"""``python -m infergate report RESULTS.json [...] --out DIR``: re-render or merge reports.
-``python -m infergate baselines diff CANDIDATE.json``: what a baseline update would change.
-``python -m infergate baselines migrate OLD.json --cpuinfo FILE``: re-key an old baseline.
-``python -m infergate history ingest|changes|report``: the run history (infergate/history/cli.py).
-``python -m infergate compare RUN_A RUN_B``: two runs side by side."""
+"""``infergate report RESULTS.json [...] --out DIR``: re-render or merge reports.
+``infergate baselines diff CANDIDATE.json``: what a baseline update would change.
+``infergate baselines migrate OLD.json --cpuinfo FILE``: re-key an old baseline.
+``infergate history ingest|changes|report``: the run history (infergate/history/cli.py).
+``infergate compare RUN_A RUN_B``: two runs side by side.
+(The console script ``infergate``, or ``python -m infergate``.)"""
 
 from __future__ import annotations
 
@@ -22,9 +23,14 @@ from infergate.report.document import (
 )
 
 
+def _prog() -> str:
+    """How this was started: the ``infergate`` console script or ``python -m infergate``."""
+    return "infergate" if Path(sys.argv[0]).name == "infergate" else "python -m infergate"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m infergate", description="infergate: inference deployment gate tools")
+        prog=_prog(), description="infergate: inference deployment gate tools")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     report = commands.add_parser(
         "report", help="render results.json, summary.md and report.html from results files",
@@ -64,7 +70,7 @@ def baselines_migrate(old: Path, cpuinfo: Path) -> int:
         fields, _ = machine_id.read_cpuinfo(cpuinfo)
         target = baselines.migrate(old, fields, old.parent)
     except (baselines.BaselineError, ValueError) as exc:
-        print(f"python -m infergate baselines migrate: error: {exc}", file=sys.stderr)
+        print(f"{_prog()} baselines migrate: error: {exc}", file=sys.stderr)
         return 2
     print(f"{old} -> {target}; delete {old} once the new file is committed")
     return 0
@@ -78,7 +84,7 @@ def baselines_diff(candidate_path: Path, baselines_dir: Path) -> int:
         current = baselines.BaselineStore(
             baselines_dir / f"{candidate['machine']['id']}.json").load()
     except (baselines.BaselineError, KeyError) as exc:
-        print(f"python -m infergate baselines diff: error: {exc}", file=sys.stderr)
+        print(f"{_prog()} baselines diff: error: {exc}", file=sys.stderr)
         return 2
     print(f"{baselines_dir / (candidate['machine']['id'] + '.json')}:")
     print("\n".join(baselines.diff(candidate, current)) or "no entries in the candidate")
@@ -89,7 +95,7 @@ def report(results: list[Path], out: Path) -> int:
     try:
         sources = [(str(path), load_results(path)) for path in results]
     except ReportError as exc:
-        print(f"python -m infergate report: error: {exc}", file=sys.stderr)
+        print(f"{_prog()} report: error: {exc}", file=sys.stderr)
         return 2
     document, warnings = merge(sources)
     for warning in warnings:
@@ -100,7 +106,7 @@ def report(results: list[Path], out: Path) -> int:
         written, failures = exc.written, exc.failures
     print(f"{len(document['results'])} results -> " + ", ".join(map(str, written.values())))
     for failure in failures:
-        print(f"python -m infergate report: could not write {failure}", file=sys.stderr)
+        print(f"{_prog()} report: could not write {failure}", file=sys.stderr)
     return 6 if failures else 0
 
 

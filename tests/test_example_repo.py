@@ -78,6 +78,18 @@ def test_the_example_repo_judges_its_own_models_on_five_backends(venv, repo):
     assert "9 passed" in run.stdout, run.stdout[-2000:]
 
 
+def test_the_wheel_installs_the_infergate_console_script(venv):
+    """`infergate report|baselines|history|compare`, as `python -m infergate` (issue 24)."""
+    site = Path(_run([venv, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                     cwd=venv.parent).stdout.strip())
+    script = site / "bin" / "infergate"  # pip --target puts scripts beside the packages
+    assert script.is_file()
+    run = _run([venv, script, "--help"], cwd=venv.parent)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("usage: infergate "), run.stdout
+    assert "history" in run.stdout and "baselines" in run.stdout
+
+
 def test_a_bad_spec_in_the_example_is_one_usage_error_naming_its_file(venv, repo):
     broken = repo / "models" / "broken.py"
     broken.write_text((repo / "models" / "tiny_classifier.py").read_text()
@@ -102,7 +114,8 @@ def test_the_example_repo_a_b_tests_its_models_against_a_commit_of_its_own(venv,
         assert _run([*git, *args], cwd=repo).returncode == 0
     run = _run([venv, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                 "--infergate-perf-against", "HEAD", "--infergate-perf-latency-floor-ms", "0",
-                "--infergate-perf-threshold", "10", "--infergate-perf-min-time", "0.1",
+                "--infergate-perf-threshold", "10", "--infergate-unbounded-thresholds",
+                "--infergate-perf-min-time", "0.1",
                 "--infergate-perf-confirm", "1", "--infergate-backends", "ort_cpu",
                 "--infergate-precisions", "fp32", "-k", "test_latency and tiny_classifier"],
                cwd=repo)
@@ -174,7 +187,8 @@ def test_an_a_b_builds_the_revision_s_copy_of_an_installed_team_package(venv, re
     team_package.write_text(team_package.read_text().replace("Linear(16, 8)", "Linear(16, 12)"))
     run = _run([venv, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                 "--infergate-perf-against", "HEAD", "--infergate-perf-latency-floor-ms", "0",
-                "--infergate-perf-threshold", "10", "--infergate-perf-min-time", "0.1",
+                "--infergate-perf-threshold", "10", "--infergate-unbounded-thresholds",
+                "--infergate-perf-min-time", "0.1",
                 "--infergate-perf-confirm", "1", "--infergate-backends", "ort_cpu",
                 "--infergate-precisions", "fp32", "-k", "test_latency and packaged"], cwd=repo)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
