@@ -95,10 +95,11 @@ def test_improvement_and_override_threshold():
     assert loose.status == "pass" and "threshold 5 %" in str(loose) and "(why)" in str(loose)
 
 
-def test_moved_asks_for_confirmation_only_beyond_the_noise():
+def test_moved_asks_for_confirmation_only_where_one_process_would_not_pass():
     assert not instructions.moved([94.45e6 * 1.004], BASE, 0.02)
-    assert instructions.moved([94.45e6 * 1.01], BASE, 0.02)
-    assert instructions.moved([94.45e6 * 0.99], BASE, 0.02)
+    assert not instructions.moved([94.45e6 * 1.01], BASE, 0.02)  # passes: more only lower it
+    assert instructions.moved([94.45e6 * 1.0199], BASE, 0.02)  # a 2 % change not ruled out
+    assert instructions.moved([94.45e6 * 0.975], BASE, 0.02)  # improved: confirm before saying
 
 
 def test_make_entry_keeps_every_process_the_spread_and_the_cheapest_functions():
@@ -294,8 +295,8 @@ def test_a_combination_counts_the_same_alone_or_beside_its_other_precisions(tmp_
     """One valgrind process counts a model and backend's precisions, each in a forked child:
     a combination's figures do not depend on which others share its process, or in which
     order, so a baseline taken by the full tier serves the smoke tier's counts. Within the
-    counts' own noise (a few hundred instructions on this model, from call to call); the
-    heap exactly."""
+    counts' own noise (a few hundred instructions on this model, from call to call) and of
+    the heap's (a few dozen bytes)."""
     from infergate.backends import all_backends
     from infergate.build.artifacts import ArtifactStore
     from infergate.build.subject import ModelUnderTest
@@ -311,5 +312,6 @@ def test_a_combination_counts_the_same_alone_or_beside_its_other_precisions(tmp_
         assert not isinstance(reply, Exception), reply
     assert beside["instructions"]["per_inference"] == pytest.approx(
         alone["instructions"]["per_inference"], abs=2000)
-    assert beside["heap"] == alone["heap"]
+    for figure, bytes_alone in alone["heap"].items():  # within a few dozen bytes
+        assert beside["heap"][figure] == pytest.approx(bytes_alone, rel=1e-3)
     assert after["instructions"]["per_inference"] < alone["instructions"]["per_inference"]

@@ -17,6 +17,7 @@ from infergate.backends.torch_eager import (
     TorchRunner,
     convert_module,
     host_tensor,
+    inputs_named_right,
     named_outputs,
     tiny_module,
     to_torch,
@@ -58,7 +59,7 @@ class TorchCudaRunner(DeviceFigures, TorchRunner):
 
         inputs = self._inputs.get(feed)
         self._device_begin()
-        with torch.inference_mode():
+        with torch.inference_mode(), inputs_named_right(self.label, self.module, feed):
             outputs = self.module(**inputs)
         self._device_end()
         return {name: host_tensor(out.cpu()).numpy()

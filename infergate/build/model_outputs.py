@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from infergate.spec import SpecError
 
 
@@ -66,6 +68,18 @@ def check_inputs(label: str, module, names, dynamic_axes: dict) -> None:
                         f"give (it gives {_names(given)})")
     if problems:
         raise InputsMismatch(f"{label}: {'; '.join(problems)}")
+
+
+@contextmanager
+def inputs_named_right(label: str, module, feed):
+    """Around a call of ``module(**feed)``: a TypeError that comes from names ``forward`` does
+    not take becomes the InputsMismatch naming both sides (checked only when the call failed,
+    so the happy path pays nothing)."""
+    try:
+        yield
+    except TypeError:
+        check_inputs(label, module, feed, {})
+        raise
 
 
 def _names(names) -> str:

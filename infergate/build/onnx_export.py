@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infergate.build.model_outputs import export_order
+from infergate.build.model_outputs import check_inputs, export_order
 from infergate.spec import ModelSpec
 
 # torch loads when a model is exported: a probe of an ONNX artifact (ONNX Runtime,
@@ -30,6 +30,7 @@ def export_onnx(spec: ModelSpec, module: torch.nn.Module, inputs: dict, path: Pa
     """Export ``module`` to ``path`` (external data beside it for large models)."""
     import torch
 
+    check_inputs(f"{spec.name} (ONNX export)", module, inputs, spec.dynamic_axes)
     with torch.inference_mode():  # output names follow forward's own order (a dict's keys)
         order = export_order(f"{spec.name} (ONNX export)", spec.outputs, module(**inputs))
     # The exporter narrates every pass on stdout; keep it out of the test log.
