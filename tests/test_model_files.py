@@ -112,6 +112,16 @@ def test_model_files_from_the_command_line_and_the_ini_run_in_worker_processes(p
         "passed")
 
 
+def _usage_errors(project, path, isolation) -> tuple[list[str], dict]:
+    """The run of the model file ``path`` on three backends, which must end in a usage error:
+    its ERROR lines and results.json."""
+    result, data = project("--infergate-model-file", str(path), "--infergate-backends",
+                           "torch,ort_cpu,openvino", "--infergate-precisions", "fp32",
+                           "--infergate-isolation", isolation)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()[-3000:]
+    return [line for line in result.stderr.lines if line.startswith("ERROR:")], data
+
+
 @pytest.mark.parametrize("isolation", ["process", "off"])
 def test_outputs_not_matching_forward_end_the_run_with_one_usage_error(project, pytester,
                                                                        isolation):
@@ -120,11 +130,7 @@ def test_outputs_not_matching_forward_end_the_run_with_one_usage_error(project, 
     path = model_file(pytester.path, "two_for_one")
     path.write_text(path.read_text().replace("return self.linear(x)",
                                              "return self.linear(x), x"))
-    result, data = project("--infergate-model-file", str(path), "--infergate-backends",
-                           "torch,ort_cpu,openvino", "--infergate-precisions", "fp32",
-                           "--infergate-isolation", isolation)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()[-3000:]
-    errors = [line for line in result.stderr.lines if line.startswith("ERROR:")]
+    errors, data = _usage_errors(project, path, isolation)
     assert errors == [f"ERROR: {path}: ModelSpec 'two_for_one': outputs: the model's forward "
                       "returned a tuple of 2 tensors; its ModelSpec declares outputs ['y']: "
                       "forward must return one tensor, a tuple of tensors in that order, or a "
@@ -140,11 +146,7 @@ def test_inputs_forward_does_not_take_end_the_run_with_one_usage_error(project, 
     path = model_file(pytester.path, "misnamed")
     path.write_text(path.read_text().replace('return {"x": torch', 'return {"feature": torch')
                     .replace('dynamic_axes={"x"', 'dynamic_axes={"feature"'))
-    result, data = project("--infergate-model-file", str(path), "--infergate-backends",
-                           "torch,ort_cpu,openvino", "--infergate-precisions", "fp32",
-                           "--infergate-isolation", isolation)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()[-3000:]
-    errors = [line for line in result.stderr.lines if line.startswith("ERROR:")]
+    errors, data = _usage_errors(project, path, isolation)
     assert errors == [f"ERROR: {path}: ModelSpec 'misnamed': make_inputs: make_inputs gives "
                       "'feature', which forward(x) does not take; forward(x) needs 'x', which "
                       "make_inputs does not give"], errors

@@ -17,12 +17,12 @@ from infergate.backends.torch_eager import (
     TorchRunner,
     convert_module,
     host_tensor,
-    inputs_named_right,
     named_outputs,
     tiny_module,
     to_torch,
     torch_dtype,
 )
+from infergate.build.model_outputs import check_inputs
 
 
 class TorchCudaRunner(DeviceFigures, TorchRunner):
@@ -59,8 +59,12 @@ class TorchCudaRunner(DeviceFigures, TorchRunner):
 
         inputs = self._inputs.get(feed)
         self._device_begin()
-        with torch.inference_mode(), inputs_named_right(self.label, self.module, feed):
-            outputs = self.module(**inputs)
+        with torch.inference_mode():
+            try:
+                outputs = self.module(**inputs)
+            except TypeError:
+                check_inputs(self.label, self.module, feed, {})
+                raise
         self._device_end()
         return {name: host_tensor(out.cpu()).numpy()
                 for name, out in named_outputs(self.label, self.output_names, outputs).items()}

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from infergate.backends.base import Backend, Runner
 from infergate.backends.warmup import FEATURES, tiny_feed
-from infergate.build.model_outputs import inputs_named_right, named_outputs
+from infergate.build.model_outputs import check_inputs, named_outputs
 
 if TYPE_CHECKING:  # torch and numpy load when a runner is built, not when the matrix is
     import numpy as np
@@ -89,8 +89,12 @@ class TorchRunner(Runner):
     def run_impl(self, feed):
         import torch
 
-        with torch.inference_mode(), inputs_named_right(self.label, self.module, feed):
-            outputs = self.module(**to_torch(feed, self.input_dtype))
+        with torch.inference_mode():
+            try:
+                outputs = self.module(**to_torch(feed, self.input_dtype))
+            except TypeError:
+                check_inputs(self.label, self.module, feed, {})
+                raise
         return {name: host_tensor(out).numpy()
                 for name, out in named_outputs(self.label, self.output_names, outputs).items()}
 
