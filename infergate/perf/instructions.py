@@ -56,6 +56,7 @@ COUNT_BUDGET, MIN_CALLS, MAX_CALLS = 40e6, 2, 16
 # valgrind); the libraries' import before them up to a minute.
 TIMEOUT_S, IMPORT_TIMEOUT_S = 1800, 300
 PER_CHILD = ("precision", "calibration_digest")  # what differs between a process's counts
+COUNT_STEP = "instruction count (under callgrind)"  # the step a count's failure names
 # The counted process gets a fixed environment, not the caller's: its size and contents move
 # the stack and heap layout, and with them allocator paths (ONNX Runtime's count sat 0.4 %
 # higher in every process of a pytest run than from a shell, until the environment was
@@ -269,7 +270,6 @@ def spawn_counted(requests: list[dict], *, source: Path, preexec_fn=None) -> lis
 
     first = requests[0]
     label = f"{first['model']}-{first['backend']}-{'/'.join(r['precision'] for r in requests)}"
-    step = "instruction count (under callgrind)"
     with tempfile.TemporaryDirectory(prefix="callgrind-") as tmp:
         # The parent reads only what its children share; each child its own precision.
         shared = {k: v for k, v in first.items() if k not in PER_CHILD}
@@ -290,11 +290,11 @@ def spawn_counted(requests: list[dict], *, source: Path, preexec_fn=None) -> lis
             proc = run_child(command, input=json.dumps(group), env=env, timeout=limit,
                              preexec_fn=preexec_fn, cwd=source)
         except subprocess.TimeoutExpired:
-            failure = ChildFailure("timeout", label, step, f"no reply within its limit of "
+            failure = ChildFailure("timeout", label, COUNT_STEP, f"no reply within its limit of "
                                    f"{limit} s; the process was killed", "")
             return [failure] * len(requests)
         if proc.returncode < 0:
-            failure = ChildFailure("crashed", label, step, f"the counting process ended with "
+            failure = ChildFailure("crashed", label, COUNT_STEP, f"the counting process ended with "
                                    f"{describe_exit(proc.returncode)}", proc.stderr[-4000:])
             return [failure] * len(requests)
         if proc.returncode != 0 or not proc.stdout.strip():
@@ -320,14 +320,13 @@ def _counted(k: int, request: dict, end: dict, tmp: Path, totals: dict, paths: d
     from infergate.perf.probe import ProbeError
 
     label = f"{request['model']}-{request['backend']}-{request['precision']}"
-    step = "instruction count (under callgrind)"
     own = tmp / f"stderr-{k}.txt"
     own = own.read_text(errors="replace") if own.exists() else ""
     if "timeout" in end:
-        return ChildFailure("timeout", label, step, f"no reply within its limit of "
+        return ChildFailure("timeout", label, COUNT_STEP, f"no reply within its limit of "
                             f"{end['timeout']} s; the process was killed", own[-4000:])
     if "signal" in end:  # valgrind's report of the crash is on the process's stderr
-        return ChildFailure("crashed", label, step, f"the counting process ended with "
+        return ChildFailure("crashed", label, COUNT_STEP, f"the counting process ended with "
                             f"{describe_exit(-end['signal'])}", (own + stderr)[-4000:])
     reply_path = tmp / f"reply-{k}.json"
     if end.get("exit") or not reply_path.exists():
