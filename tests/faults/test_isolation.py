@@ -177,7 +177,7 @@ def test_a_crash_or_hang_while_preparing_is_paid_once_a_run(project, plant, faul
     combination (a Python exception already was not): now each later test gets the first
     one's verdict at once (issue 25, fault 9)."""
     plant(fault, "prepare", timeouts=Timeouts(reason="fault test: a hang must end fast",
-                                              prepare_s=5))
+                                              prepare_s=10))
     result, data = project("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32",
                            "--update-baselines", "--perf-min-time", "0.05",
                            "--baseline-processes", "1", "-p", "no:randomly",
@@ -186,4 +186,6 @@ def test_a_crash_or_hang_while_preparing_is_paid_once_a_run(project, plant, faul
     assert [r["outcome"] for r in ours] == ["crashed" if fault == "segfault" else "timeout"] * 3
     assert [("not tried again" in r["reason"]) for r in ours] == [False, True, True]
     if fault == "hang":
-        assert sum(r["duration_s"] for r in ours) < 15  # the 5 s limit paid once
+        # Paid three times it would be 30 s; once, 10 s plus the run's own time, whatever
+        # the load (the "not tried again" reasons above are the deterministic check).
+        assert sum(r["duration_s"] for r in ours) < 28
