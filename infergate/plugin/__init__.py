@@ -6,6 +6,8 @@ collects none of infergate's tests writes nothing (no reports, no folders), ``-p
 turns it off.
 """
 
+# In import order: a module listed after one that imports it would load unrewritten
+# (PytestAssertRewriteWarning).
 pytest_plugins = [
     "infergate.plugin.termination",
     "infergate.plugin.outputs",
@@ -13,10 +15,10 @@ pytest_plugins = [
     "infergate.plugin.isolation",
     "infergate.plugin.matrix",
     "infergate.plugin.spec_errors",
+    "infergate.plugin.performance",
     "infergate.plugin.results",
     "infergate.plugin.history",
     "infergate.plugin.shard",
     "infergate.plugin.properties",
-    "infergate.plugin.performance",
     "infergate.plugin.instruction_counts",
 ]
