@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # numpy loads with the first output, not with the backend reg
 
 TIERS_ORDER = {"smoke": 0, "full": 1}
 
+ONNX_EXPORT = ("onnx", "onnxscript")  # torch.onnx's dynamo exporter: every ONNX backend's input
+
 
 @cache
 def installed(module: str) -> bool:
@@ -116,6 +118,7 @@ class Backend:
     tier: str = "smoke"  # the cheapest tier this backend runs in
     requires: tuple[str, ...] = ()  # importable modules it needs
     precision_requires: dict[str, tuple[str, ...]] = {}  # extra modules for one precision
+    extra: str = ""  # infergate's extra that installs them all (pyproject.toml), "" for none
     uncountable: str = ""  # why its instruction count cannot judge it, "" where it can
 
     def unavailable_reason(self, precision: str | None = None) -> str | None:
@@ -123,7 +126,8 @@ class Backend:
         Cheap: finds modules without importing the framework."""
         for module in self.requires + self.precision_requires.get(precision, ()):
             if not installed(module):
-                return f"{self.name}: python package '{module}' is not installed"
+                install = f" (pip install 'infergate[{self.extra}]')" if self.extra else ""
+                return f"{self.name}: python package '{module}' is not installed{install}"
         return None
 
     def prepare(self, subject, precision: str) -> Runner:

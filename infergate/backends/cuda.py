@@ -129,6 +129,7 @@ class CudaBackend(Backend):
     """A backend that needs an NVIDIA GPU: skipped with a reason where there is none."""
 
     device = "cuda"
+    extra = "gpu"
     # GPU runs are the nightly's (`--infergate-tier full`); a CPU PR run is spared ~150 skip lines.
     tier = "full"
     ort_provider: str | None = None  # an ONNX Runtime execution provider it needs

@@ -7,7 +7,7 @@ pins the hint explicitly and records it.
 
 from __future__ import annotations
 
-from infergate.backends.base import Backend, Runner, RunnerError
+from infergate.backends.base import ONNX_EXPORT, Backend, Runner, RunnerError
 from infergate.backends.warmup import tiny_feed, tiny_onnx
 from infergate.build.onnx_transforms import static_int8_onnx
 
@@ -114,8 +114,9 @@ class OpenVinoRunner(Runner):
 class OpenVinoCpu(Backend):
     name = "openvino"
     precisions = tuple(PLAN)
-    requires = ("openvino",)
+    requires = (*ONNX_EXPORT, "openvino")
     precision_requires = {"int8": ("onnxruntime",)}  # ORT's quantizer makes the QDQ graph
+    extra = "openvino"
 
     def prepare(self, subject, precision: str) -> Runner:
         onnx_for, hint = PLAN[precision]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infergate.backends.base import Backend, Runner
+from infergate.backends.base import ONNX_EXPORT, Backend, Runner
 from infergate.backends.warmup import tiny_feed, tiny_onnx
 from infergate.build.onnx_transforms import dynamic_int8_onnx, fp16_onnx, static_int8_onnx
 
@@ -67,7 +67,8 @@ class OrtRunner(Runner):
 class OrtCpu(Backend):
     name = "ort_cpu"
     precisions = tuple(ONNX_FOR_PRECISION)
-    requires = ("onnxruntime",)
+    requires = (*ONNX_EXPORT, "onnxruntime")
+    extra = "ort"
 
     def prepare(self, subject, precision: str) -> Runner:
         path = ONNX_FOR_PRECISION[precision](subject)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from infergate.backends.base import Runner
+from infergate.backends.base import ONNX_EXPORT, Runner
 from infergate.backends.cuda import CudaBackend, DeviceFeedCache, device_facts, gpu_name
 from infergate.backends.device_time import DeviceFigures
 from infergate.backends.gpu_memory import nvml_process_mb
@@ -158,7 +158,7 @@ class OrtGpuRunner(DeviceFigures, OrtRunner):
 class OrtCuda(CudaBackend):
     name = "ort_cuda"
     precisions = ("fp32", "fp16")
-    requires = ("onnxruntime",)
+    requires = (*ONNX_EXPORT, "onnxruntime")
     ort_provider = "CUDAExecutionProvider"
 
     def prepare(self, subject, precision: str) -> Runner:
@@ -186,7 +186,7 @@ ORT_TRT_ONNX = {"fp16": lambda subject: subject.onnx_path, "int8": qdq_int8_symm
 class OrtTrt(CudaBackend):
     name = "ort_trt"
     precisions = tuple(ORT_TRT_ONNX)
-    requires = ("onnxruntime", "tensorrt")  # the EP loads the TensorRT libraries
+    requires = (*ONNX_EXPORT, "onnxruntime", "tensorrt")  # the EP loads the TensorRT libraries
     ort_provider = "TensorrtExecutionProvider"
 
     def prepare(self, subject, precision: str) -> Runner:

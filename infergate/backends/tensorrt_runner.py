@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from infergate.backends.base import Runner
+from infergate.backends.base import ONNX_EXPORT, Runner
 from infergate.backends.cuda import CudaBackend, device_facts, gpu_name
 from infergate.backends.device_time import DeviceFigures
 from infergate.backends.gpu_memory import nvml_process_mb, trt_engine_mb
@@ -167,7 +167,7 @@ class TensorRtRunner(DeviceFigures, Runner):
 class TensorRt(CudaBackend):
     name = "tensorrt"
     precisions = tuple(ONNX_FOR_PRECISION)
-    requires = ("tensorrt", "polygraphy")
+    requires = (*ONNX_EXPORT, "tensorrt", "polygraphy")
     # Q/DQ graphs come from ONNX Runtime's quantizer (calibration runs on its CPU provider).
     precision_requires = {"int8": ("onnxruntime",), "fp8": ("onnxruntime",)}
 
