@@ -182,6 +182,19 @@ def test_the_wheel_installs_the_infergate_console_script(venv):
     assert "history" in run.stdout and "baselines" in run.stdout
 
 
+def test_the_history_without_its_extra_says_what_to_install(venv, repo):
+    """infergate[cpu] brings no SQLAlchemy or ruptures: asking for the history is one clear
+    error, from the plugin and from the command, not an ImportError's traceback."""
+    why = "the run history needs sqlalchemy and ruptures: pip install 'infergate[history]'"
+    run = _run([venv, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only",
+                "--infergate-history"], cwd=repo)
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout + run.stderr
+    assert f"ERROR: --infergate-history: {why}" in run.stderr, run.stderr
+    run = _run([venv, "-m", "infergate", "history", "changes"], cwd=repo)
+    assert (run.returncode, run.stderr.strip()) == (
+        2, f"python -m infergate history changes: error: {why}")
+
+
 def test_a_bad_spec_in_the_example_is_one_usage_error_naming_its_file(venv, repo):
     broken = repo / "models" / "broken.py"
     broken.write_text((repo / "models" / "tiny_classifier.py").read_text()

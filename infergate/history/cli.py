@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from infergate.history import unavailable
+
 PROG = "python -m infergate history"
 
 
@@ -54,6 +56,8 @@ def _fail(action: str, message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if why := unavailable():
+        return _fail(args.history_command, why)
     from infergate.history.store import HistoryError, Store, default_url
     from infergate.report.document import ReportError, load_results
 
@@ -122,22 +126,30 @@ def add_compare_parser(commands) -> None:
 
 
 def compare(args: argparse.Namespace) -> int:
+    run_ids = [run for run in (args.run_a, args.run_b) if run.isdigit() and not Path(run).exists()]
+    if run_ids and (why := unavailable()):  # two results.json files need no database
+        print(f"python -m infergate compare: error: {why}", file=sys.stderr)
+        return 2
     from infergate.history import compare as side_by_side
-    from infergate.history.store import HistoryError, Store, default_url
     from infergate.report.document import ReportError, load_results
 
+    errors = (ReportError, ValueError)
+    if run_ids:
+        from infergate.history.store import HistoryError, Store, default_url
+
+        errors += (HistoryError,)
     store = None
     try:
         sides = []
         for run in (args.run_a, args.run_b):
-            if run.isdigit() and not Path(run).exists():
+            if run in run_ids:
                 if store is None:
                     store = Store.open(args.url or default_url())
                 sides.append((f"run {run} of {store.url}",
                               side_by_side.rows_of_run(store, int(run))))
             else:
                 sides.append((run, side_by_side.rows_of_document(load_results(Path(run)))))
-    except (ReportError, HistoryError, ValueError) as exc:
+    except errors as exc:
         print(f"python -m infergate compare: error: {exc}", file=sys.stderr)
         return 2
     finally:
