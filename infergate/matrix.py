@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from infergate.accuracy.precision import PRECISIONS
 from infergate.backends import Backend, all_backends
+from infergate.backends.base import installed
 from infergate.models import all_models, project_models
 from infergate.spec import ModelSpec
 
@@ -89,6 +90,14 @@ class Selection:
                         continue
                     combos.append(Combination(
                         spec, backend, precision,
-                        skip=backend.unavailable_reason(precision),
+                        skip=backend.unavailable_reason(precision) or _missing(spec),
                         xfail=spec.known_failures.get((backend.name, precision))))
         return combos
+
+
+def _missing(spec: ModelSpec) -> str | None:
+    """Why ``spec`` cannot be built here (a module it requires is absent), or None."""
+    for module, install in spec.requires.items():
+        if not installed(module):
+            return f"{spec.name}: python package '{module}' is not installed ({install})"
+    return None

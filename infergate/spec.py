@@ -100,6 +100,9 @@ class ModelSpec:
     uncountable: str = ""
     timeouts: Timeouts | None = None  # step limits other than the tier's, with the reason
     description: str = ""
+    # Python modules ``build`` needs beyond torch, each with how to install it: where one is
+    # absent, the model's tests skip saying so rather than error in the build.
+    requires: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         problems = list(self._problems())
@@ -121,6 +124,10 @@ class ModelSpec:
             yield f"tier {self.tier!r} is not one of {TIERS}"
         if "batch" not in self.dims:
             yield "dims must declare 'batch'"
+        if not (isinstance(self.requires, Mapping)
+                and all(isinstance(k, str) and isinstance(v, str)
+                        for k, v in self.requires.items())):
+            yield "requires must map module names to how to install them"
         for name, dim in self.dims.items():
             if not (isinstance(dim, Dim) and 1 <= dim.min <= dim.default <= dim.max):
                 yield f"dim {name!r} must be a Dim with 1 <= min <= default <= max"

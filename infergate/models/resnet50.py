@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 from infergate.accuracy.precision import Override
+from infergate.models import ZOO
 from infergate.spec import Dim, ModelSpec, input_generator
 
 _MEAN = (0.485, 0.456, 0.406)  # ImageNet normalisation, per channel
@@ -110,6 +111,7 @@ def make_inputs(batch: int, seed: int) -> dict:
 
 SPEC = ModelSpec(
     name="resnet50",
+    requires={"transformers": ZOO},
     description="ResNet-50 (transformers), seeded init, BN stats and head conditioned",
     build=build,
     make_inputs=make_inputs,
