@@ -24,8 +24,10 @@ _DYNAMIC_INT8 = {
     "op_types_to_quantize": ["MatMul", "Gemm"],
     "extra_options": {"MatMulConstBOnly": True},
 }
+# 7-bit weights (reduce_range): on x86 CPUs without VNNI, ORT's fused u8s8 kernels saturate
+# full-range int8 products (ORT's quantization docs); the graph is the same on every CPU.
 _STATIC_INT8 = {"per_channel": True, "format": "QDQ", "activations": "QUInt8",
-                "weights": "QInt8", "method": "MinMax",
+                "weights": "QInt8", "method": "MinMax", "reduce_range": True,
                 # Only the compute-heavy ops. Quantizing everything puts QDQ on the attention
                 # mask's -3.4e38 fill (MiniLM cosine 0.45 with ORT, NaN with OpenVINO) and on
                 # GRU weights, which OpenVINO's CPU plugin rejects.
@@ -87,7 +89,9 @@ class _FeedReader:
 # bias Q/DQ (it fuses the bias itself): the same calibration, ops and per-channel weights as
 # _STATIC_INT8, activations symmetric int8, biases left float.
 _FOR_TENSORRT = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
-_SYMMETRIC_INT8 = {**_STATIC_INT8, "activations": "QInt8", "extra_options": _FOR_TENSORRT}
+# TensorRT has no u8s8 kernels to saturate: full-range weights.
+_SYMMETRIC_INT8 = {**_STATIC_INT8, "activations": "QInt8", "reduce_range": False,
+                   "extra_options": _FOR_TENSORRT}
 # fp8 (E4M3) Q/DQ for TensorRT on Ada/Hopper. ORT's quantizer calibrates float8 only with
 # the Distribution method; per-tensor scales; QuantizeLinear takes float8 from opset 19.
 _STATIC_FP8 = {"per_channel": False, "format": "QDQ", "activations": "QFLOAT8E4M3FN",
@@ -122,6 +126,7 @@ def _static_qdq(subject, kind: str, step: str, params: dict, what: str) -> Path:
                         weight_type=getattr(QuantType, params["weights"]),
                         calibrate_method=getattr(CalibrationMethod, params["method"]),
                         op_types_to_quantize=params["op_types_to_quantize"],
+                        reduce_range=params.get("reduce_range", False),
                         extra_options=params.get("extra_options"),
                         use_external_data_format=True)
         if params.get("opset"):
