@@ -24,3 +24,12 @@ def test_int8_forgives_a_near_tie_row_but_not_a_confident_flip(project, monkeypa
         assert flip["outcome"] == "failed"
         assert flip["accuracy"]["failures"] == ["logits: top1 0.6667 < min_top1 0.8"]
         assert "(1 near-tie row not counted)" in flip["reason"]
+    # A broken verdict shows its message alone: no traceback of infergate's own frames, no
+    # "assert <Verdict fail>" (issue 24, defect 5).
+    failure = result.stdout.str().split("_ test_equivalence[confident_flip_classifier-ort_cpu-"
+                                        "int8] _")[1].split("\n_")[0]
+    assert failure.split("\n")[1].startswith(
+        "confident_flip_classifier-ort_cpu-int8: output 'logits' out of tolerance"), failure
+    assert "def test_equivalence" not in failure and "assert " not in failure, failure
+    reason = by_id["confident_flip_classifier-ort_cpu-int8"]["reason"]
+    assert reason.startswith("confident_flip_classifier-ort_cpu-int8: output "), reason

@@ -5,6 +5,7 @@ Measured by the same fresh-process probe as test_latency and test_memory."""
 import pytest
 
 from infergate.perf.gate import NO_DEVICE_BASELINE, judge_device_memory, judge_device_time
+from infergate.plugin.verdicts import hold
 
 
 def _device(combo, measurement) -> dict:
@@ -36,7 +37,7 @@ def test_device_time(combo, measurement, perf, record):
     if not perf.gates_wall_time:
         pytest.skip(f"device time reported, not gated in the {perf.tier} tier "
                     f"(--infergate-perf-wall-time): {verdict.status}: {verdict.message}")
-    assert verdict, str(verdict)
+    hold(verdict)
 
 
 @pytest.mark.matrix(performance=True, devices=("cuda",))
@@ -54,4 +55,4 @@ def test_device_memory(combo, measurement, perf, record):
     if verdict.status == NO_DEVICE_BASELINE:
         pytest.skip(verdict.message)
     print(verdict.message)
-    assert verdict, str(verdict)
+    hold(verdict)
