@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from infergate.accuracy.precision import PRECISIONS
 from infergate.backends import Backend, all_backends
 from infergate.backends.base import installed
 from infergate.models import all_models, project_models
-from infergate.spec import ModelSpec
+from infergate.spec import ModelSpec, WithoutIsa
 
 
 class SelectionError(ValueError):
@@ -91,7 +92,7 @@ class Selection:
                     combos.append(Combination(
                         spec, backend, precision,
                         skip=backend.unavailable_reason(precision) or _missing(spec),
-                        xfail=spec.known_failures.get((backend.name, precision))))
+                        xfail=_known_failure(spec, backend.name, precision)))
         return combos
 
 
@@ -101,3 +102,18 @@ def _missing(spec: ModelSpec) -> str | None:
         if not installed(module):
             return f"{spec.name}: python package '{module}' is not installed ({install})"
     return None
+
+
+@cache
+def _host_isa() -> frozenset[str]:
+    from infergate.machine_id import this_machine
+
+    return frozenset(this_machine()["isa"])
+
+
+def _known_failure(spec: ModelSpec, backend: str, precision: str) -> str | None:
+    """The reason ``spec`` is known to fail there, on this CPU; None where it must pass."""
+    known = spec.known_failures.get((backend, precision))
+    if isinstance(known, WithoutIsa):
+        return None if _host_isa() & set(known.isa) else known.reason
+    return known

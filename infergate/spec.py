@@ -39,6 +39,15 @@ class PerfOverride:
 
 
 @dataclass(frozen=True)
+class WithoutIsa:
+    """A known failure only on CPUs that have none of ``isa`` (flag names as the machine id
+    reads them, e.g. ``avx512_vnni``): where one is present the combination must pass."""
+
+    isa: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
 class Timeouts:
     """Longer (or shorter) step limits than the tier's for one model, in seconds; the reason
     is mandatory. Unset steps keep the tier's limit (``infergate.isolation.TIER_LIMITS``)."""
@@ -86,7 +95,8 @@ class ModelSpec:
     logits: tuple[str, ...] = ()  # outputs where top-1 agreement is meaningful
     fp64: bool = True  # the model also runs in float64, giving a second reference
     tolerances: Mapping[Any, Override] = field(default_factory=dict)
-    known_failures: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    # {(backend, precision): reason, or WithoutIsa(...) for a failure of some CPUs only}
+    known_failures: Mapping[tuple[str, str], str | WithoutIsa] = field(default_factory=dict)
     unsupported: Mapping[tuple[str, str], str] = field(default_factory=dict)
     task: TaskCheck | None = None
     calibration: Callable[[], list[dict[str, Any]]] | None = None
@@ -151,6 +161,8 @@ class ModelSpec:
             for key, reason in getattr(self, table).items():
                 if not (isinstance(key, tuple) and len(key) == 2 and key[1] in PRECISIONS):
                     yield f"{table} key {key!r} must be (backend, precision)"
+                if table == "known_failures" and isinstance(reason, WithoutIsa):
+                    reason = reason.reason if reason.isa else ""
                 if not isinstance(reason, str) or not reason.strip():
                     yield f"{table}[{key!r}] needs a reason"
         for key, override in self.perf_overrides.items():

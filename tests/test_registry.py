@@ -6,9 +6,9 @@ import pytest
 
 from infergate import models
 from infergate.accuracy.precision import PRECISIONS, Override
-from infergate.matrix import Selection, SelectionError
+from infergate.matrix import Selection, SelectionError, _host_isa
 from infergate.models import all_models
-from infergate.spec import Dim, SpecError
+from infergate.spec import Dim, SpecError, WithoutIsa
 from tests.conftest import make_tiny_spec
 
 
@@ -96,3 +96,25 @@ def test_known_failures_become_xfail_and_unsupported_are_not_generated(monkeypat
     assert combos["tiny-ort_cpu-fp16"].xfail == "no fp16 kernel"
     assert "tiny-torch-fp16" not in combos
     assert combos["tiny-torch-fp32"].xfail is None
+
+
+@pytest.mark.parametrize("vnni, xfail", [
+    (" avx512_vnni", None),  # the combination must pass there
+    ("", "saturates without VNNI"),
+])
+def test_a_known_failure_of_cpus_without_an_isa_is_an_xfail_only_there(
+        monkeypatch, tmp_path, vnni, xfail):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("".join(
+        f"processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+        f"model name\t: AMD EPYC\nstepping\t: 1\ncache size\t: 1024 KB\n"
+        f"flags\t\t: fpu sse4_2 avx avx2 fma f16c avx512f avx512bw avx512vl{vnni}\n\n"
+        for n in range(2)))
+    monkeypatch.setenv("INFERGATE_CPUINFO", str(cpuinfo))
+    monkeypatch.setattr("infergate.matrix._host_isa", _host_isa.__wrapped__)  # uncached
+    spec = make_tiny_spec(known_failures={("ort_cpu", "int8_dynamic"): WithoutIsa(
+        isa=("avx512_vnni", "avx_vnni"), reason="saturates without VNNI")})
+    monkeypatch.setattr("infergate.matrix.all_models", lambda: {"tiny": spec})
+    combos = {c.id: c for c in Selection.parse(None, "ort_cpu", "int8_dynamic", "full")
+              .combinations()}
+    assert combos["tiny-ort_cpu-int8_dynamic"].xfail == xfail
