@@ -125,22 +125,21 @@ def test_the_example_repo_judges_its_own_models_on_five_backends(venv, repo):
 
 
 def test_the_hf_example_judges_hugging_face_models_on_five_backends(hf_venv, tmp_path):
-    """Hugging Face models as users write them (ModelOutput returned, attention mask, no
+    """A Hugging Face model as users write it (its ModelOutput returned, an attention mask, no
     adaptation): the encoder at fp32 and int8 on every CPU backend, accuracy, instructions and
-    heap against the example's committed callgrind baseline; the ViT's accuracy at fp32 (its
-    int8 counts and compile cost another 3 min on 2 cores: run the example itself for them)."""
+    heap against the example's committed callgrind baseline. The ViT beside it costs CI
+    another 1-3 min on 2 cores (its AOTInductor compile, its counts): run the example for it."""
     repo = _copy(HF_EXAMPLE, tmp_path)
     run = _run([hf_venv, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
                 "--infergate-backends", ",".join(BACKENDS), "--infergate-precisions", "fp32,int8",
-                "-k", "text_encoder and not test_latency or image_classifier and fp32 and "
-                "test_equivalence"], cwd=repo)
+                "-k", "text_encoder and not test_latency"], cwd=repo)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert " error" not in run.stdout.splitlines()[-1], run.stdout[-2000:]
     results = json.loads((repo / "reports" / "results.json").read_text())["results"]
     outcome = {(e["test"], e["id"]): e for e in results}
     cells = [f"text_encoder-{b}-fp32" for b in BACKENDS] + [
         f"text_encoder-{b}-int8" for b in ("ort_cpu", "openvino")]
-    for cell in cells + [f"image_classifier-{b}-fp32" for b in BACKENDS]:
+    for cell in cells:
         assert outcome["test_equivalence", cell]["outcome"] == "passed", cell
     counted = [c for c in cells if "torch_export" not in c]
     for test, figure in (("test_instructions", "instructions"), ("test_memory", "heap")):
