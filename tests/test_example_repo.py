@@ -126,9 +126,10 @@ def test_the_example_repo_judges_its_own_models_on_five_backends(venv, repo):
 
 def test_the_hf_example_judges_hugging_face_models_on_five_backends(hf_venv, tmp_path):
     """A Hugging Face model as users write it (its ModelOutput returned, an attention mask, no
-    adaptation): the encoder at fp32 and int8 on every CPU backend, accuracy, instructions and
-    heap against the example's committed callgrind baseline. The ViT beside it costs CI
-    another 1-3 min on 2 cores (its AOTInductor compile, its counts): run the example for it."""
+    adaptation): the encoder at fp32 and int8 on every CPU backend, accuracy and instructions
+    (and torch's heap) against the example's committed callgrind baseline. The ViT beside it
+    costs CI another 1-3 min on 2 cores (its AOTInductor compile, its counts): run the example
+    for it."""
     repo = _copy(HF_EXAMPLE, tmp_path)
     run = _run([hf_venv, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
                 "--infergate-backends", ",".join(BACKENDS), "--infergate-precisions", "fp32,int8",
@@ -142,8 +143,14 @@ def test_the_hf_example_judges_hugging_face_models_on_five_backends(hf_venv, tmp
     for cell in cells:
         assert outcome["test_equivalence", cell]["outcome"] == "passed", cell
     counted = [c for c in cells if "torch_export" not in c]
-    for test, figure in (("test_instructions", "instructions"), ("test_memory", "heap")):
-        for cell in counted:  # decided against the baseline, not "insufficient"
+    # ONNX Runtime's and OpenVINO's heap under valgrind follows the host (21-22 % and 50-57 %
+    # lower on the Zen 3 guest than the Intel one): the example commits torch's alone.
+    portable_heap = [c for c in counted if "-torch-" in c or "-torch_jit-" in c]
+    for cell in set(counted) - set(portable_heap):
+        assert outcome["test_memory", cell]["outcome"] == "skipped", cell
+    for test, figure, judged in (("test_instructions", "instructions", counted),
+                                 ("test_memory", "heap", portable_heap)):
+        for cell in judged:  # decided against the baseline, not "insufficient"
             entry = outcome[test, cell]
             assert (entry["outcome"], entry[figure]["verdict"]) == ("passed", "pass"), entry
         # An AOTInductor package is compiled for the host's ISA: not counted, and says so.
