@@ -7,7 +7,7 @@ from functools import cache
 
 from infergate.accuracy.precision import PRECISIONS
 from infergate.backends import Backend, all_backends
-from infergate.backends.base import installed
+from infergate.backends.base import absent
 from infergate.models import all_models, project_models
 from infergate.spec import ModelSpec, WithoutIsa
 
@@ -98,10 +98,7 @@ class Selection:
 
 def _missing(spec: ModelSpec) -> str | None:
     """Why ``spec`` cannot be built here (a module it requires is absent), or None."""
-    for module, install in spec.requires.items():
-        if not installed(module):
-            return f"{spec.name}: python package '{module}' is not installed ({install})"
-    return None
+    return absent(spec.name, spec.requires)
 
 
 @cache

@@ -21,6 +21,16 @@ TIERS_ORDER = {"smoke": 0, "full": 1}
 ONNX_EXPORT = ("onnx", "onnxscript")  # torch.onnx's dynamo exporter: every ONNX backend's input
 
 
+def absent(who: str, requires: Mapping[str, str]) -> str | None:
+    """Why ``who`` cannot run here: the first module of ``requires`` (module -> how to install
+    it, "" where nothing to say) that is not installed; None when all are."""
+    for module, install in requires.items():
+        if not installed(module):
+            return (f"{who}: python package '{module}' is not installed"
+                    + (f" ({install})" if install else ""))
+    return None
+
+
 @cache
 def installed(module: str) -> bool:
     """Whether ``module`` can be imported here, found without importing it; asked once per
@@ -124,11 +134,9 @@ class Backend:
     def unavailable_reason(self, precision: str | None = None) -> str | None:
         """Why this backend (at ``precision``) cannot run here, or None.
         Cheap: finds modules without importing the framework."""
-        for module in self.requires + self.precision_requires.get(precision, ()):
-            if not installed(module):
-                install = f" (pip install 'infergate[{self.extra}]')" if self.extra else ""
-                return f"{self.name}: python package '{module}' is not installed{install}"
-        return None
+        install = f"pip install 'infergate[{self.extra}]'" if self.extra else ""
+        return absent(self.name, dict.fromkeys(
+            self.requires + self.precision_requires.get(precision, ()), install))
 
     def prepare(self, subject, precision: str) -> Runner:
         """Cold start: build what ``precision`` needs from ``subject`` (a ModelUnderTest)."""

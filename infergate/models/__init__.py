@@ -23,7 +23,7 @@ from functools import cache
 from pathlib import Path
 from types import ModuleType
 
-from infergate.spec import ModelSpec, SpecError
+from infergate.spec import ModelSpec, SpecError, WithoutIsa
 
 ZOO = "pip install 'infergate[zoo]'"  # how the built-in models' requirements install
 
@@ -31,9 +31,10 @@ ZOO = "pip install 'infergate[zoo]'"  # how the built-in models' requirements in
 # ONNX Runtime's dynamic int8 is u8s8 MatMulInteger: on x86 CPUs without VNNI its kernels
 # saturate the pairwise int16 sums. 7-bit weights would avoid it, but cost MiniLM's real
 # weights far more (token-state cosine 0.93 -> 0.76 on the Zen 3 guest).
-ORT_DYNAMIC_INT8_WITHOUT_VNNI = ("ONNX Runtime's u8s8 dynamic int8 saturates on x86 CPUs "
-                                 "without VNNI (AMD EPYC Zen 3 guest: RMSE vs fp64 8.5x "
-                                 "PyTorch int8_dynamic's for mlp, 8.3x for gru)")
+ORT_DYNAMIC_INT8_WITHOUT_VNNI = WithoutIsa(
+    isa=("avx512_vnni", "avx_vnni"),
+    reason="ONNX Runtime's u8s8 dynamic int8 saturates on x86 CPUs without VNNI (AMD EPYC "
+           "Zen 3 guest: RMSE vs fp64 8.5x PyTorch int8_dynamic's for mlp, 8.3x for gru)")
 
 _MODULES = (
     "mlp",
