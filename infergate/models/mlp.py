@@ -4,7 +4,7 @@ torch is imported inside the functions, as in every model here: the registry imp
 model file to list the matrix, and collecting it must not wait a second for torch."""
 
 from infergate.models import ORT_DYNAMIC_INT8_WITHOUT_VNNI
-from infergate.spec import Dim, ModelSpec, PerfOverride, input_generator
+from infergate.spec import Dim, ModelSpec, input_generator
 
 
 def build(store):
@@ -41,10 +41,5 @@ SPEC = ModelSpec(
     dims={"batch": Dim(1, 64, 8)},
     dynamic_axes={"pixels": {0: "batch"}},
     tier="smoke",
-    perf_overrides={("torch", "int8_dynamic"): PerfOverride(
-        reason="fbgemm's JIT-generated kernels count 1.06 % more on an AMD EPYC Zen 3 guest "
-               "than on the Intel Xeon guest (668.1k -> 675.2k per inference, noise 0.08 %): "
-               "its code depends on the host even under valgrind",
-        instructions=0.02)},
     known_failures={("ort_cpu", "int8_dynamic"): ORT_DYNAMIC_INT8_WITHOUT_VNNI},
 )
