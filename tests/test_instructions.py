@@ -291,6 +291,7 @@ def test_the_heap_is_judged_beyond_the_range_its_baseline_processes_spanned():
 
 @pytest.mark.skipif(instructions.unavailable_reason() is not None,
                     reason=str(instructions.unavailable_reason()))
+@pytest.mark.nightly  # 42-49 s on 2 cores: the pull-request CI's budget
 def test_a_combination_counts_the_same_alone_or_beside_its_other_precisions(tmp_path):
     """One valgrind process counts a model and backend's precisions, each in a forked child:
     a combination's figures do not depend on which others share its process, or in which

@@ -210,6 +210,7 @@ def test_a_b_against_a_revision_end_to_end(project, controlled_timings):
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+@pytest.mark.nightly  # 42-49 s on 2 cores: the pull-request CI's budget
 def test_a_b_of_a_project_s_own_model_against_its_repository_s_revision(
         project, pytester, controlled_timings):
     """With model files of its own, --perf-against checks out their repository (here the
