@@ -166,6 +166,7 @@ def test_performance_gate_end_to_end(project, pytester, controlled_timings):
 
 
 @pytest.mark.skipif(not (PROJECT / ".git").exists(), reason="not a git checkout")
+@pytest.mark.nightly  # 37 s; the example repository's two A/B tests stay in the PR's CI
 def test_a_b_against_a_revision_end_to_end(project, controlled_timings):
     """--perf-against: no stored baseline needed; unchanged code passes against HEAD at the
     default 10 % threshold, a tree slowed by +30 % fails."""
@@ -264,13 +265,26 @@ def test_instruction_gate_end_to_end(project, pytester):
     entry = json.loads(stored[0].read_text())["entries"]["mlp/ort_cpu/fp32"]
     counted = entry["instructions"]
     assert len(counted["processes"]) == instructions.BASELINE_PROCESSES
-    assert 0 <= counted["spread"] < 0.001 and counted["valgrind"] == instructions.valgrind_version()
+    # The noise target (issue 23): 0.1 % of the count or 2,000 instructions, whichever is larger;
+    # beside another process ORT's cheapest call moved 0.1 % (288 instructions) here.
+    low, high = min(counted["processes"]), max(counted["processes"])
+    assert high - low <= max(0.001 * low, 2000), counted["processes"]
+    assert counted["valgrind"] == instructions.valgrind_version()
     assert counted["functions"] and counted["graph_ops"]["Gemm"] >= 1
     assert entry["heap"]["run_peak_bytes"] > entry["heap"]["build_peak_bytes"] / 10 > 0
 
-    result, data = project(*select, tests=("test_instructions.py",))
-    result.assert_outcomes(passed=1)
-    assert data["results"][0]["instructions"]["verdict"] == "pass"
+    # An entry without its heap figure: instructions still judge, the heap says what is missing
+    # (it read "no instruction-count baseline ... create one" beside an entry that has one).
+    whole = json.loads(stored[0].read_text())
+    del whole["entries"]["mlp/ort_cpu/fp32"]["heap"]
+    stored[0].write_text(json.dumps(whole))
+    result, data = project(*select, tests=("test_instructions.py", "test_memory.py"))
+    result.assert_outcomes(passed=1, skipped=1)
+    verdicts = {r["test"]: r for r in data["results"]}
+    assert verdicts["test_instructions"]["instructions"]["verdict"] == "pass"
+    assert "mlp/ort_cpu/fp32 in " in verdicts["test_memory"]["reason"]
+    assert "has no heap figure" in verdicts["test_memory"]["reason"]
+    assert "no instruction-count baseline" not in verdicts["test_memory"]["reason"]
 
     # +50 %: smaller fractions round to no whole GEMM unit on so small a model.
     result, data = project(*select, "--perf-slowdown", "0.5", tests=("test_instructions.py",))

@@ -16,7 +16,7 @@ def test_memory(combo, heap_counted, counts, perf, record, request):
         undecided.append(f"heap: {heap_counted}")
     elif (baseline := counts.baseline(combo)) is None or "heap" not in baseline:
         record(heap={**heap_counted[0]["heap"], "verdict": "no-baseline"})
-        undecided.append(counts.no_baseline(combo))
+        undecided.append(counts.no_baseline(combo) if baseline is None else counts.no_heap(combo))
     else:
         heap = counts.judge_heap(combo, baseline)
         record(heap={**heap.figures, "verdict": heap.status})

@@ -56,7 +56,10 @@ def test_a_crash_in_a_known_failure_is_not_excused(project, plant, fault):
     result.assert_outcomes(failed=1)
 
 
-@pytest.mark.parametrize("tests", [PERF_TESTS, ("test_instructions.py",)])
+# The counted variant (30 s under valgrind) is the nightly's: counting's own crash isolation is
+# test_a_crash_counting_one_precision_costs_that_precision_not_its_process.
+@pytest.mark.parametrize("tests", [PERF_TESTS, pytest.param(("test_instructions.py",),
+                                                            marks=pytest.mark.nightly)])
 def test_a_crash_while_preparing_for_a_probe_is_crashed_not_a_dead_run(project, plant, tests):
     """The artifacts a probe measures are built in a worker: a crash in the export costs the
     combination, not pytest."""
