@@ -245,6 +245,18 @@ def test_a_b_of_a_project_s_own_model_against_its_repository_s_revision(
     assert len(theirs) == len(ours)
 
 
+def test_a_skip_names_the_update_command_with_the_paths_typed_not_an_option_s_value(
+        project, pytester):
+    """The command a no-baseline skip gives runs where it is read: the test paths as typed,
+    not the value of an option that happens to name an existing folder."""
+    (pytester.path / "bl").mkdir()
+    result, data = project("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32",
+                           "--infergate-baselines-dir", "bl", tests=("test_memory.py",))
+    result.assert_outcomes(skipped=1)
+    assert ("create one with `pytest test_memory.py --infergate-update-baselines`"
+            in data["results"][0]["reason"]), data["results"][0]["reason"]
+
+
 @pytest.mark.skipif(instructions.unavailable_reason() is not None,
                     reason=str(instructions.unavailable_reason()))
 def test_instruction_gate_end_to_end(project, pytester):
