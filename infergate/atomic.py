@@ -33,6 +33,12 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    # A lone surrogate (a path decoded with surrogateescape, in an exception message) is
+    # written as its escape: the file stays UTF-8 and the session survives it.
+    atomic_write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -42,10 +48,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.umask(umask)
     os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask)
     try:
-        # A lone surrogate (a path decoded with surrogateescape, in an exception message) is
-        # written as its escape: the file stays UTF-8 and the session survives it.
-        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 from infergate.perf import functions, graph_ops, heap, instructions
+from infergate.perf.deterministic import NOISE_TARGET_INSTRUCTIONS
 from infergate.perf.injected import InjectedWork
 
 
@@ -89,6 +90,42 @@ def test_the_default_instruction_threshold_is_one_percent():
     assert instructions.judge("x", [94.45e6 * 1.003], BASE).status == "pass"
 
 
+OPENVINO_TINY = {"per_inference": 341_018, "processes": [341_018, 341_108, 341_219]}
+
+
+def test_a_small_model_s_threshold_is_sized_from_its_own_work_above_the_runtime_s_floor():
+    """A 32-64-64-5 classifier on OpenVINO is 90 % the runtime's fixed cost of a call: its
+    hidden layer grown 64 -> 72 moved the count +0.62 %, which 1 % of the whole count let
+    through. Sized from the model's own work, the threshold is as fine as the noise allows."""
+    floor = [307_300]
+    grown = instructions.judge("x", [343_130], OPENVINO_TINY, floors=floor)
+    assert grown.status == "regressed", str(grown)
+    assert grown.figures["threshold_pct"] == pytest.approx(0.2)  # the finest threshold
+    assert grown.figures["floor_per_call"] == 307_300
+    assert ("threshold 0.2 %: 1 % of the model's own 33.7k above the runtime's 307.3k a call "
+            "would be 0.099 %, finer than the noise allows") in str(grown)
+    assert instructions.judge("x", [341_400], OPENVINO_TINY, floors=floor).status == "pass"
+    # Without a floor (torch's backends, an old entry) the threshold is of the whole count.
+    assert instructions.judge("x", [343_130], OPENVINO_TINY).status == "pass"
+    # The baseline's floor stands in for a run that counted none.
+    assert instructions.judge("x", [343_130], {**OPENVINO_TINY, "floor": 307_300}
+                              ).status == "regressed"
+    # Confirmation asks by the same threshold.
+    assert instructions.moved([343_130], OPENVINO_TINY, floors=floor)
+
+
+def test_the_threshold_follows_the_noise_and_never_loosens_past_the_whole_count_s():
+    from infergate.perf.deterministic import FINEST_THRESHOLD, NOISE_MARGIN, threshold_for
+
+    assert threshold_for(0.01, 100e6, None, 0.0) == 0.01
+    assert threshold_for(0.01, 100e6, 1e6, 0.0) == pytest.approx(0.0099)  # a big model: 1 %
+    assert threshold_for(0.01, 400e3, 300e3, 0.0) == pytest.approx(0.0025)
+    assert threshold_for(0.01, 400e3, 399e3, 0.0) == FINEST_THRESHOLD
+    assert threshold_for(0.01, 400e3, 399e3, 0.001) == pytest.approx(NOISE_MARGIN * 0.001)
+    assert threshold_for(0.01, 400e3, 399e3, 0.02) == 0.01  # noisier: the whole count's 1 %
+    assert threshold_for(0.01, 400e3, 500e3, 0.0) == FINEST_THRESHOLD  # a floor above it
+
+
 def test_improvement_and_override_threshold():
     assert judge("x", [90e6], BASE).status == "improved"
     loose = judge("x", [94.45e6 * 1.04], BASE, threshold=0.05, reason="why")
@@ -109,7 +146,10 @@ def test_make_entry_keeps_every_process_the_spread_and_the_cheapest_functions():
     entry = instructions.make_entry(replies, measured_on="host")
     assert entry["per_inference"] == 100.0 and entry["processes"] == [100.5, 100.0, 100.1]
     assert entry["spread"] == pytest.approx(0.005) and entry["measured_on"] == "host"
-    assert entry["functions"] == {"f": 100.0}
+    assert entry["functions"] == {"f": 100.0} and "floor" not in entry
+    floored = [{"instructions": {**r["instructions"], "floor": f}}
+               for r, f in zip(replies, (60.0, 59.0, 61.0), strict=True)]
+    assert instructions.make_entry(floored, measured_on="host")["floor"] == 59.0
 
 
 def test_calls_per_process_grow_as_the_model_shrinks():
@@ -230,6 +270,18 @@ def test_a_zero_negative_or_nan_heap_figure_is_refused_when_loaded(tmp_path, bad
         BaselineStore(path).load()
 
 
+@pytest.mark.parametrize("bad", [0, -5, float("nan"), None])
+def test_a_zero_negative_or_nan_floor_is_refused_when_loaded(tmp_path, bad):
+    from infergate.perf.baselines import SCHEMA, BaselineError, BaselineStore
+
+    entry = {"instructions": {"per_inference": 9, "processes": [9], "floor": bad}}
+    path = tmp_path / "callgrind-view.json"
+    path.write_text(json.dumps({"schema": SCHEMA, "entries": {"m/ort_cpu/fp32": entry}}))
+    with pytest.raises(BaselineError, match=r"callgrind-view.json: entry 'm/ort_cpu/fp32': "
+                                            r"instructions.floor must be a finite positive"):
+        BaselineStore(path).load()
+
+
 @pytest.mark.skipif(instructions.unavailable_reason() is not None,
                     reason=str(instructions.unavailable_reason()))
 def test_the_preloaded_shim_accounts_the_heap_under_real_valgrind(tmp_path):
@@ -312,7 +364,9 @@ def test_a_combination_counts_the_same_alone_or_beside_its_other_precisions(tmp_
     for reply in (alone, after, beside):
         assert not isinstance(reply, Exception), reply
     assert beside["instructions"]["per_inference"] == pytest.approx(
-        alone["instructions"]["per_inference"], abs=2000)
+        alone["instructions"]["per_inference"], abs=NOISE_TARGET_INSTRUCTIONS)
+    assert beside["instructions"]["floor"] == pytest.approx(
+        alone["instructions"]["floor"], abs=NOISE_TARGET_INSTRUCTIONS)
     for figure, bytes_alone in alone["heap"].items():  # within a few dozen bytes
         assert beside["heap"][figure] == pytest.approx(bytes_alone, rel=1e-3)
     assert after["instructions"]["per_inference"] < alone["instructions"]["per_inference"]

@@ -20,6 +20,27 @@ def subject(tiny_spec, store):
     return ModelUnderTest(tiny_spec, store)
 
 
+FLOORED = [(b, p) for b, p in CASES if b.device == "cpu" and b.name in ("ort_cpu", "openvino")]
+
+
+@pytest.mark.parametrize("backend,precision", FLOORED, ids=[f"{b.name}-{p}" for b, p in FLOORED])
+def test_a_floor_runner_runs_the_warm_up_graph_on_the_backend_s_own_call_path(backend,
+                                                                            precision, subject):
+    """What the instruction gate counts as the runtime's fixed cost of a call
+    (``Backend.floor_runner``): the tiny graph, run the way the model's runner runs."""
+    from infergate.backends.warmup import FEATURES, tiny_feed
+
+    reason = backend.unavailable_reason(precision)
+    if reason:
+        pytest.skip(reason)
+    runner = backend.floor_runner(precision, subject.store.root)
+    runner.threads = 1
+    with runner:
+        outputs = runner.run(tiny_feed())
+    assert outputs["y"].shape == (2, FEATURES) and (outputs["y"] >= 0).all()  # after a Relu
+    assert type(runner) is type(backend.prepare(subject, precision))  # the model's own path
+
+
 @pytest.mark.parametrize("backend,precision", CASES,
                          ids=[f"{b.name}-{p}" for b, p in CASES])
 def test_runner_contract(backend, precision, subject):

@@ -157,5 +157,16 @@ class Backend:
         del precision, threads, cache_dir
         return {}
 
+    def floor_runner(self, precision: str, cache_dir: Path) -> Runner | None:
+        """A runner of ``warmup.tiny_onnx``'s graph on this backend's own call path at
+        ``precision`` (not yet activated), or None where it has none. Its instruction count
+        is the runtime's fixed cost of a call, which does not grow with the model: the gate
+        sizes its threshold from what a model costs above it (``deterministic.threshold_for``).
+        torch's backends have none: their per-call Python work follows the heap layout
+        (``docs/deterministic-figures.md``), so their threshold stays that of the whole
+        count."""
+        del precision, cache_dir
+        return None
+
     def label(self, subject, precision: str) -> str:
         return f"{subject.spec.name}-{self.name}-{precision}"

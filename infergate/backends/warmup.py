@@ -16,8 +16,12 @@ runtime's int8 machinery is initialised too.
 
 from __future__ import annotations
 
+import hashlib
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from infergate.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:  # numpy loads with the first warm-up, not with the backend registry
     import numpy as np
@@ -72,6 +76,16 @@ def tiny_onnx(quantized: bool = False, symmetric: bool = False) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8  # what every ONNX Runtime and OpenVINO in range reads
     return model.SerializeToString()
+
+
+def tiny_onnx_file(directory: Path, quantized: bool = False) -> Path:
+    """``tiny_onnx``'s graph as a file under ``directory`` (for a runtime that reads models
+    from files), written once; its name holds its digest."""
+    graph = tiny_onnx(quantized)
+    path = Path(directory) / "warmup" / f"tiny-{hashlib.sha256(graph).hexdigest()[:16]}.onnx"
+    if not path.exists():
+        atomic_write_bytes(path, graph)
+    return path
 
 
 def tiny_feed(batch: int = 2) -> dict[str, np.ndarray]:

@@ -75,6 +75,8 @@ def entry_problems(entry) -> list[str]:
                   and all(_positive(c) for c in counted["processes"])):
             problems.append("instructions.processes must be a non-empty list of finite "
                             "positive counts")
+        elif "floor" in counted and not _positive(counted["floor"]):
+            problems.append("instructions.floor must be a finite positive count")
     heap = entry.get("heap")
     if heap is not None:
         from infergate.perf.heap import problems as heap_problems

@@ -36,10 +36,12 @@ from infergate.perf import functions, graph_ops
 from infergate.perf.deterministic import (  # the plugin reads these from here
     BASELINE_PROCESSES,  # noqa: F401
     THRESHOLD,
+    by_own_work,
     decide,
     message,
     noise,
     spread,
+    threshold_for,
     undecided_reason,
     worth_confirming,
 )
@@ -236,6 +238,11 @@ def call_dump(k: int, i: int) -> str:
     return f"infergate-call-{k}-{i}"
 
 
+def floor_dump(k: int, i: int) -> str:
+    """The dump of the ``i``-th counted call of the ``k``-th combination's floor."""
+    return f"infergate-floor-{k}-{i}"
+
+
 def dump_totals(directory: Path, paths: dict | None = None, *, own: bool = False
                 ) -> dict[str, int]:
     """Instructions in each named dump callgrind wrote under ``directory`` (``own``: this
@@ -340,6 +347,9 @@ def _counted(k: int, request: dict, end: dict, tmp: Path, totals: dict, paths: d
                           f"{counted['calls']} {call_dump(k, '<i>')!r} dumps the probe asked "
                           f"for:\n{own[-2000:]}")
     cheapest = per_call.index(min(per_call))
+    floor = [totals.get(floor_dump(k, i)) for i in range(counted.get("floor_calls", 0))]
+    if floor and None not in floor:
+        counted["floor"] = min(floor)
     counted.update(per_call=per_call, per_inference=min(per_call),
                    valgrind=valgrind_version(),
                    functions=functions.table(paths[call_dump(k, cheapest)]),
@@ -347,12 +357,19 @@ def _counted(k: int, request: dict, end: dict, tmp: Path, totals: dict, paths: d
     return reply
 
 
+def floors(replies: list[dict]) -> list[float]:
+    """The runtime's floor each process counted (none for a backend without one)."""
+    return [r["instructions"]["floor"] for r in replies if "floor" in r["instructions"]]
+
+
 def make_entry(replies: list[dict], *, measured_on: str) -> dict:
     """The instruction part of a baseline entry, from the replies of several processes: the
     cheapest process's per-function table goes with it, for the verdict to say what moved."""
     counts = [r["instructions"]["per_inference"] for r in replies]
     cheapest = replies[counts.index(min(counts))]["instructions"]
+    found = floors(replies)
     return {"per_inference": min(counts), "processes": counts, "spread": spread(counts),
+            **({"floor": min(found)} if found else {}),
             "calls": cheapest["calls"], "valgrind": cheapest["valgrind"],
             "cpu_view": cheapest["cpu_view"], "measured_on": measured_on,
             "functions": cheapest.get("functions", {}), "graph_ops": cheapest.get("graph_ops", {})}
@@ -362,11 +379,19 @@ def _m(count: float) -> str:
     return f"{count / 1e6:.2f}M" if count >= 1e6 else f"{count / 1e3:.1f}k"
 
 
+def _floor(baseline: dict, floors: list[float] | None) -> float | None:
+    """The runtime's fixed cost of a call: this run's (its cheapest process), else the
+    baseline's, else None (a backend without one, an entry taken before the figure)."""
+    return min(floors) if floors else baseline.get("floor")
+
+
 def judge(label: str, counts: list[float], baseline: dict, *, threshold: float = THRESHOLD,
           reason: str = "", version_note: str = "", functions_now: dict | None = None,
-          graph_change: str = ""):
+          graph_change: str = "", floors: list[float] | None = None):
     """Judge this run's per-process counts against the baseline's (``deterministic``'s rule),
-    both sides on their minimum. A count that moved beyond the noise says where: the three
+    both sides on their minimum, at ``threshold`` of what the model costs above the
+    runtime's floor (``floors``: this run's per process) as far as the noise allows
+    (``threshold_for``). A count that moved beyond the noise says where: the three
     functions that moved most (``functions_now`` against the baseline's table) and, for an
     ONNX graph, how its op types changed (``graph_change``)."""
     from infergate.perf.gate import PerfVerdict
@@ -375,11 +400,15 @@ def judge(label: str, counts: list[float], baseline: dict, *, threshold: float =
     processes = baseline.get("processes") or [old]
     uncertainty = noise(processes, counts)
     delta = new / old - 1.0
-    status = decide(delta, uncertainty, threshold)
+    floor = _floor(baseline, floors)
+    applied = threshold_for(threshold, old, floor, uncertainty)
+    status = decide(delta, uncertainty, applied)
     figures = {"instructions_per_inference": new, "baseline_per_inference": old,
-               "delta_pct": delta * 100, "threshold_pct": threshold * 100,
+               "delta_pct": delta * 100, "threshold_pct": applied * 100,
                "noise_pct": uncertainty * 100, "processes": len(counts),
                "spread_pct": spread(processes) * 100, "current_spread_pct": spread(counts) * 100}
+    if floor is not None:
+        figures.update(floor_per_call=floor, model_threshold_pct=threshold * 100)
     moves = functions.changed(baseline.get("functions") or {}, functions_now or {})
     where = ""
     if abs(delta) > uncertainty and moves and baseline.get("functions") and functions_now:
@@ -390,14 +419,29 @@ def judge(label: str, counts: list[float], baseline: dict, *, threshold: float =
         where += f"; graph: {graph_change}"
     note = version_note + (f" ({reason})" if reason else "")
     text = (f"instructions/inference {delta * 100:+.2f} % ({_m(old)} → {_m(new)}, threshold "
-            f"{threshold * 100:g} %, noise {uncertainty * 100:.2g} % from "
-            f"{len(processes)}+{len(counts)} processes){where}")
-    why = f"{undecided_reason(processes, counts, threshold)}: "
+            f"{_threshold_text(threshold, applied, old, floor)}, noise "
+            f"{uncertainty * 100:.2g} % from {len(processes)}+{len(counts)} processes){where}")
+    why = f"{undecided_reason(processes, counts, applied)}: "
     return PerfVerdict(label, status, message(status, label, text + note, why), figures)
 
 
-def moved(counts: list[float], baseline: dict, threshold: float = THRESHOLD) -> bool:
+def _threshold_text(threshold: float, applied: float, count: float, floor: float | None
+                    ) -> str:
+    if floor is None or applied == threshold:
+        return f"{threshold * 100:g} %"
+    text = (f"{applied * 100:.2g} %: {threshold * 100:g} % of the model's own "
+            f"{_m(max(count - floor, 0))} above the runtime's {_m(floor)} a call")
+    sized = by_own_work(threshold, count, floor)
+    if applied > sized:
+        text += f" would be {sized * 100:.2g} %, finer than the noise allows"
+    return text
+
+
+def moved(counts: list[float], baseline: dict, threshold: float = THRESHOLD,
+          floors: list[float] | None = None) -> bool:
     """Whether the figure moved enough to be worth confirming in more processes."""
-    return worth_confirming(min(counts) / baseline["per_inference"] - 1.0,
-                            noise(baseline.get("processes") or [baseline["per_inference"]],
-                                  counts), threshold)
+    processes = baseline.get("processes") or [baseline["per_inference"]]
+    uncertainty = noise(processes, counts)
+    applied = threshold_for(threshold, baseline["per_inference"], _floor(baseline, floors),
+                            uncertainty)
+    return worth_confirming(min(counts) / baseline["per_inference"] - 1.0, uncertainty, applied)

@@ -516,8 +516,10 @@ def count(k: int, request: dict, shim, backend, subject, feed, dumps: Path) -> d
     run_peak = max(first_peak, shim.heap_peak()) - before
     clock.append(time.perf_counter())
     runner.deactivate()
+    floor_calls = count_floor(k, backend, request["precision"], shim, subject.store.root, dumps)
     phases = ("import_s", "load_s", "warmup_s", "counted_s")
     return {"instructions": {"calls": calls, "warmup": WARMUP + more_warmup,
+                             "floor_calls": floor_calls,
                              "cpu_view": shim.cpu_brand(),
                              "injected_units_per_call": work.per_call,
                              "phases_s": {name: round(b - a, 1) for name, (a, b) in
@@ -526,6 +528,37 @@ def count(k: int, request: dict, shim, backend, subject, feed, dumps: Path) -> d
             "settings": {**runner.settings,
                          "address_randomization": address_randomization(),
                          "python_hash_seed": os.environ.get("PYTHONHASHSEED")}}
+
+
+def count_floor(k: int, backend, precision: str, shim, cache_dir: Path, dumps: Path) -> int:
+    """Count the backend's floor (``Backend.floor_runner``: the tiny graph on the model's own
+    call path) after the model, warmed up as a model of its size is, each call its own dump
+    (``floor_dump``); how many calls were counted, 0 where the backend has no floor."""
+    from infergate.backends.warmup import tiny_feed
+    from infergate.perf.instructions import WARMUP, calls_for, dump_totals, floor_dump
+
+    runner = backend.floor_runner(precision, cache_dir)
+    if runner is None:
+        return 0
+    runner.threads = 1
+    runner.activate()
+    feed = tiny_feed()
+
+    def counted(i: int) -> None:
+        shim.start()
+        runner.run(feed)
+        shim.stop(floor_dump(k, i))
+
+    for _ in range(WARMUP):
+        runner.run(feed)
+    counted(0)
+    more_warmup, calls = calls_for(dump_totals(dumps, own=True)[floor_dump(k, 0)])
+    for _ in range(more_warmup):
+        runner.run(feed)
+    for i in range(1, calls):
+        counted(i)
+    runner.deactivate()
+    return calls
 
 
 def main() -> int:
