@@ -269,9 +269,24 @@ def test_malformed_baseline_names_its_file(tmp_path):
     with pytest.raises(BaselineError, match="bad.json"):
         BaselineStore(path).load()
     path.write_text(json.dumps({"schema": "other"}))
-    with pytest.raises(BaselineError, match="not an infergate.baseline/2 file.*"
-                                                 "--infergate-update-baselines"):
+    with pytest.raises(BaselineError, match="not an infergate.baseline/2 file: its schema is "
+                                            "'other'.*--infergate-update-baselines"):
         BaselineStore(path).load()
+
+
+@pytest.mark.parametrize("content,why", [
+    # It said "(schema 'infergate.baseline/2')" of a file whose schema was right (issue 25).
+    ({"schema": baselines.SCHEMA, "entries": []}, "its 'entries' is a JSON array, not an "
+                                                  "object of entries by model/backend/precision"),
+    ({"schema": baselines.SCHEMA}, "it has no 'entries'"),
+    ([1, 2], "its top level is a JSON array, not an object"),
+])
+def test_a_baseline_of_the_wrong_shape_says_which_part_is_wrong(tmp_path, content, why):
+    path = tmp_path / "shape.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(BaselineError) as raised:
+        BaselineStore(path).load()
+    assert str(raised.value).startswith(f"{path}: not an {baselines.SCHEMA} file: {why}; ")
 
 
 def test_machine_id_is_a_hardware_slug():

@@ -118,6 +118,11 @@ def _memory_problems(where: str, memory) -> list[str]:
             if not (value == 0 or _positive(value))]
 
 
+def _json_type(value) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
 class BaselineStore:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -129,12 +134,17 @@ class BaselineStore:
             data = json.loads(self.path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BaselineError(f"{self.path}: not readable JSON: {exc}; {RETAKE}") from None
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA or \
-                not isinstance(data.get("entries"), dict):
-            schema = data.get("schema") if isinstance(data, dict) else type(data).__name__
-            raise BaselineError(f"{self.path}: not an {SCHEMA} file (schema {schema!r}); "
-                                f"{RETAKE}")
-        return data
+        if not isinstance(data, dict):
+            why = f"its top level is a JSON {_json_type(data)}, not an object"
+        elif data.get("schema") != SCHEMA:
+            why = f"its schema is {data.get('schema')!r}"
+        elif not isinstance(data.get("entries"), dict):
+            why = ("it has no 'entries'" if "entries" not in data else
+                   f"its 'entries' is a JSON {_json_type(data['entries'])}, not an object of "
+                   f"entries by model/backend/precision")
+        else:
+            return data
+        raise BaselineError(f"{self.path}: not an {SCHEMA} file: {why}; {RETAKE}")
 
     def load(self) -> dict:
         """The file's content; every entry checked (a NaN or negative figure would silence
