@@ -154,16 +154,31 @@ class Verdict(_Outcome):
         }
 
 
+def _nonfinite_inputs(feed: Mapping[str, Any] | None) -> str:
+    """Where the inputs themselves hold NaN/Inf: ", from its inputs (x: 2 of 96 NaN/Inf)"."""
+    found = []
+    for name, value in (feed or {}).items():
+        array = np.asarray(value)
+        if array.dtype.kind in "fc" and (bad := int(np.count_nonzero(~np.isfinite(array)))):
+            found.append(f"{name}: {bad} of {array.size} NaN/Inf")
+    return f", from its inputs ({'; '.join(found)})" if found else ""
+
+
 def judge(actual: Mapping[str, Any], expected: Mapping[str, Any], tolerance: Tolerance, *,
           label: str, logits: Iterable[str] = (), fp64: Mapping[str, Any] | None = None,
           torch_same_precision: Mapping[str, Any] | None = None,
-          reasons: Iterable[str] = (), precision: str | None = None) -> Verdict:
+          reasons: Iterable[str] = (), precision: str | None = None,
+          expected_as: str = "reference output", feed: Mapping[str, Any] | None = None
+          ) -> Verdict:
     """Judge a backend's outputs against the PyTorch fp32 reference ``expected``.
 
     ``fp64`` and ``torch_same_precision`` (PyTorch eager at the backend's precision) enable
     the "no worse than PyTorch" check when ``tolerance.no_worse_factor`` is set.
     ``reasons`` are the tolerance overrides' reasons, shown in failure messages;
-    ``precision`` only names PyTorch's run in messages ("PyTorch fp16").
+    ``precision`` only names PyTorch's run in messages ("PyTorch fp16"); ``expected_as`` names
+    the expected side where it is not the reference (batch invariance compares the backend
+    with itself); ``feed`` is what both ran, for a non-finite expected output to say so when
+    it came with the inputs.
 
     Severity, which picks the headline: structural problems (names, shapes, non-finite
     reference) first, then NaN/Inf in the actual output (most non-finite values first),
@@ -207,8 +222,9 @@ def judge(actual: Mapping[str, Any], expected: Mapping[str, Any], tolerance: Tol
             broken[name] = _check_exact(m, tolerance)
             continue
         if m.expected_nonfinite:
-            structural.append((name, f"reference output {name!r} has {m.expected_nonfinite} "
-                                     f"NaN/Inf values (of {m.size}); nothing to compare against"))
+            structural.append((name, f"{expected_as} {name!r} has {m.expected_nonfinite} "
+                                     f"NaN/Inf values (of {m.size}){_nonfinite_inputs(feed)}; "
+                                     f"nothing to compare against"))
         broken[name] = _check(m, tolerance)
 
     torch_name = f"PyTorch {precision}" if precision else "PyTorch"

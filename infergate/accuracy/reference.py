@@ -87,7 +87,7 @@ class Reference:
                                   else (None, ""))
         verdict = judge(outputs, self.fp32, tolerance, label=label, logits=spec.logits,
                         fp64=self.fp64, torch_same_precision=torch_outputs, reasons=reasons,
-                        precision=precision)
+                        precision=precision, feed=self.feed)
         return replace(verdict, no_worse_note=f"not applied: {why_not}") if why_not else verdict
 
     def judge_task(self, runner, label: str):

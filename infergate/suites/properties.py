@@ -24,12 +24,12 @@ def draw_sizes(data, spec) -> dict[str, int]:
             for name, dim in spec.dims.items()}
 
 
-def fp32_check(combo, actual, expected, label):
+def fp32_check(combo, actual, expected, label, feed, expected_as="reference output"):
     from infergate.accuracy.compare import judge  # numpy: when a test judges, not at collection
 
     tolerance, reasons = tolerance_for(combo.spec.tolerances, combo.backend.name, "fp32")
     return judge(actual, expected, tolerance, label=label, logits=combo.spec.logits,
-                 reasons=reasons)
+                 reasons=reasons, expected_as=expected_as, feed=feed)
 
 
 ON_ORT_FP32 = pytest.mark.matrix(backends=("ort_cpu",), precisions=("fp32",))
@@ -42,7 +42,7 @@ def test_dynamic_shapes_match_pytorch(combo, runner, subject, reference, data):
     seed = draw_int(data, 0, 2**16, "seed")
     feed = subject.inputs(seed=seed, **sizes)
     verdict = fp32_check(combo, runner.run(feed), reference.eager(feed),
-                         label=f"{combo.id} {sizes} seed={seed}")
+                         label=f"{combo.id} {sizes} seed={seed}", feed=feed)
     hold(verdict)
 
 
@@ -57,5 +57,6 @@ def test_batch_invariance(combo, runner, subject, data):
     batched = runner.run(feed)
     alone = runner.run(subject.batch_slice(feed, row))
     verdict = fp32_check(combo, alone, subject.batch_slice(batched, row, outputs=True),
-                         label=f"{combo.id} row {row} of {sizes}")
+                         label=f"{combo.id} row {row} of {sizes}", feed=feed,
+                         expected_as="the batched run's output")
     hold(verdict)
