@@ -163,13 +163,16 @@ class BaselineStore:
         """Write ``entries`` over the stored ones, keeping the rest; atomic, and under the
         folder's lock, so concurrent updates of other entries all survive. ``describes`` is
         what the file is for (default: this machine). A file that cannot be read is moved
-        aside (``data["moved_aside"]`` names where), and the update starts it afresh."""
+        aside (``data["moved_aside"]`` names where), and the update starts it afresh. A bad
+        entry this update does not re-take is dropped (``data["dropped"]``: key -> why)."""
         with folder_lock(self.path.parent):
             remove_stale_temporaries(self.path)
-            moved = None
+            moved, dropped = None, {}
             try:
                 data = self._read()
                 # Bad entries are dropped: re-measured ones come back in ``entries``.
+                dropped = {k: why for k, e in data["entries"].items()
+                           if (why := entry_problems(e)) and k not in entries}
                 data["entries"] = {k: e for k, e in data["entries"].items()
                                    if not entry_problems(e)}
             except BaselineError:
@@ -181,7 +184,19 @@ class BaselineStore:
             data["entries"].update(entries)
             data["entries"] = dict(sorted(data["entries"].items()))
             atomic_write_text(self.path, json.dumps(data, indent=1) + "\n")
-        return {**data, "moved_aside": str(moved) if moved else None}
+        return {**data, "moved_aside": str(moved) if moved else None, "dropped": dropped}
+
+    def merge_notes(self, merged: dict) -> list[str]:
+        """What a merge did beside writing its entries, for the terminal: a file moved aside,
+        bad entries dropped."""
+        notes = []
+        if merged.get("moved_aside"):
+            notes.append(f"infergate: {self.path} was not readable; moved aside to "
+                         f"{merged['moved_aside']}, and the update started it afresh")
+        for k, why in merged.get("dropped", {}).items():
+            notes.append(f"infergate: dropped the bad entry {k!r} from {self.path} "
+                         f"({', '.join(why)}); this update did not re-take it")
+        return notes
 
 
 EQUIVALENT_FILE = "equivalent.json"
