@@ -114,6 +114,32 @@ def test_a_small_model_s_threshold_is_sized_from_its_own_work_above_the_runtime_
     assert instructions.moved([343_130], OPENVINO_TINY, floors=floor)
 
 
+def test_one_process_a_backend_and_precision_counts_the_floor_for_the_session():
+    """The floor does not depend on the model (an ONNX Runtime session built under valgrind:
+    ~4 s a child), so the cheapest model's process counts it and every other shares it."""
+    from types import SimpleNamespace
+
+    from infergate.plugin.instruction_counts import CountSession
+
+    def combo(model, backend, precision):
+        return SimpleNamespace(spec=SimpleNamespace(name=model),
+                               backend=SimpleNamespace(name=backend), precision=precision)
+
+    session = CountSession.__new__(CountSession)  # its planning only: no pytest config
+    session.floors = {}
+    session._expected_cost = lambda group: {"big": 9e9, "small": 1.0}[group[0][0].spec.name]
+    big = [(combo("big", "ort_cpu", "fp32"), {}), (combo("big", "ort_cpu", "int8"), {})]
+    small = [(combo("small", "ort_cpu", "fp32"), {})]
+    session._plan_floors([big, small])
+    assert [r["floor"] for _, r in big + small] == [False, True, True]
+    again = [(combo("big", "ort_cpu", "fp32"), {})]  # a confirmation: the floor is known
+    session._plan_floors([again])
+    assert again[0][1]["floor"] is False
+    session.floors[("ort_cpu", "fp32")].append(62_700)
+    assert session._floors(big[0][0], [{"instructions": {}}]) == [62_700]
+    assert session._floors(big[0][0], [{"instructions": {"floor": 62_650}}]) == [62_650]
+
+
 def test_the_threshold_follows_the_noise_and_never_loosens_past_the_whole_count_s():
     from infergate.perf.deterministic import FINEST_THRESHOLD, NOISE_MARGIN, threshold_for
 

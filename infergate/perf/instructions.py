@@ -357,17 +357,19 @@ def _counted(k: int, request: dict, end: dict, tmp: Path, totals: dict, paths: d
     return reply
 
 
-def floors(replies: list[dict]) -> list[float]:
+def floors_of(replies: list[dict]) -> list[float]:
     """The runtime's floor each process counted (none for a backend without one)."""
     return [r["instructions"]["floor"] for r in replies if "floor" in r["instructions"]]
 
 
-def make_entry(replies: list[dict], *, measured_on: str) -> dict:
+def make_entry(replies: list[dict], *, measured_on: str,
+               floors: list[float] | None = None) -> dict:
     """The instruction part of a baseline entry, from the replies of several processes: the
-    cheapest process's per-function table goes with it, for the verdict to say what moved."""
+    cheapest process's per-function table goes with it, for the verdict to say what moved;
+    the floor is the processes' own, else ``floors`` (another process of the session's)."""
     counts = [r["instructions"]["per_inference"] for r in replies]
     cheapest = replies[counts.index(min(counts))]["instructions"]
-    found = floors(replies)
+    found = floors or floors_of(replies)
     return {"per_inference": min(counts), "processes": counts, "spread": spread(counts),
             **({"floor": min(found)} if found else {}),
             "calls": cheapest["calls"], "valgrind": cheapest["valgrind"],

@@ -516,8 +516,10 @@ def count(k: int, request: dict, shim, backend, subject, feed, dumps: Path) -> d
     run_peak = max(first_peak, shim.heap_peak()) - before
     clock.append(time.perf_counter())
     runner.deactivate()
-    floor_calls = count_floor(k, backend, request["precision"], shim, subject.store.root, dumps)
-    phases = ("import_s", "load_s", "warmup_s", "counted_s")
+    floor_calls = (count_floor(k, backend, request["precision"], shim, subject.store.root, dumps)
+                   if request.get("floor", True) else 0)
+    clock.append(time.perf_counter())
+    phases = ("import_s", "load_s", "warmup_s", "counted_s", "floor_s")
     return {"instructions": {"calls": calls, "warmup": WARMUP + more_warmup,
                              "floor_calls": floor_calls,
                              "cpu_view": shim.cpu_brand(),
