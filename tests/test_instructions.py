@@ -103,7 +103,8 @@ def test_a_small_model_s_threshold_is_sized_from_its_own_work_above_the_runtime_
     assert grown.figures["threshold_pct"] == pytest.approx(0.2)  # the finest threshold
     assert grown.figures["floor_per_call"] == 307_300
     assert ("threshold 0.2 %: 1 % of the model's own 33.7k above the runtime's 307.3k a call "
-            "would be 0.099 %, finer than the noise allows") in str(grown)
+            "would be 0.099 %, finer than the gate resolves (3x its noise, 0.2 % at least)"
+            ) in str(grown)
     assert instructions.judge("x", [341_400], OPENVINO_TINY, floors=floor).status == "pass"
     # Without a floor (torch's backends, an old entry) the threshold is of the whole count.
     assert instructions.judge("x", [343_130], OPENVINO_TINY).status == "pass"

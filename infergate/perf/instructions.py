@@ -35,6 +35,8 @@ from pathlib import Path
 from infergate.perf import functions, graph_ops
 from infergate.perf.deterministic import (  # the plugin reads these from here
     BASELINE_PROCESSES,  # noqa: F401
+    FINEST_THRESHOLD,
+    NOISE_MARGIN,
     THRESHOLD,
     by_own_work,
     decide,
@@ -435,7 +437,8 @@ def _threshold_text(threshold: float, applied: float, count: float, floor: float
             f"{_m(max(count - floor, 0))} above the runtime's {_m(floor)} a call")
     sized = by_own_work(threshold, count, floor)
     if applied > sized:
-        text += f" would be {sized * 100:.2g} %, finer than the noise allows"
+        text += (f" would be {sized * 100:.2g} %, finer than the gate resolves ({NOISE_MARGIN}x "
+                 f"its noise, {FINEST_THRESHOLD * 100:g} % at least)")
     return text
 
 
