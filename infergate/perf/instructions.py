@@ -56,6 +56,7 @@ WARMUP = 2  # uncounted calls first: lazy initialisation and caches are not the 
 # then counted ones up to COUNT_BUDGET: small models get more samples, big ones no more time.
 WARM_BUDGET, MAX_WARMUP = 50e6, 12
 COUNT_BUDGET, MIN_CALLS, MAX_CALLS = 40e6, 2, 16
+FLOOR_CALLS = 3  # the floor's counted calls (its cheapest judges); it sizes a threshold only
 # A MiniLM-short combination takes 20-150 s (torch.compile ~250 s: it compiles under
 # valgrind); the libraries' import before them up to a minute.
 TIMEOUT_S, IMPORT_TIMEOUT_S = 1800, 300

@@ -534,10 +534,11 @@ def count(k: int, request: dict, shim, backend, subject, feed, dumps: Path) -> d
 
 def count_floor(k: int, backend, precision: str, shim, cache_dir: Path, dumps: Path) -> int:
     """Count the backend's floor (``Backend.floor_runner``: the tiny graph on the model's own
-    call path) after the model, warmed up as a model of its size is, each call its own dump
-    (``floor_dump``); how many calls were counted, 0 where the backend has no floor."""
+    call path) after the model, each call its own dump (``floor_dump``); how many calls were
+    counted, 0 where the backend has no floor. The model's calls already specialised the
+    interpreter on that path: a floor needs the runtime's warm-up only."""
     from infergate.backends.warmup import tiny_feed
-    from infergate.perf.instructions import WARMUP, calls_for, dump_totals, floor_dump
+    from infergate.perf.instructions import FLOOR_CALLS, WARMUP, floor_dump
 
     runner = backend.floor_runner(precision, cache_dir)
     if runner is None:
@@ -553,14 +554,10 @@ def count_floor(k: int, backend, precision: str, shim, cache_dir: Path, dumps: P
 
     for _ in range(WARMUP):
         runner.run(feed)
-    counted(0)
-    more_warmup, calls = calls_for(dump_totals(dumps, own=True)[floor_dump(k, 0)])
-    for _ in range(more_warmup):
-        runner.run(feed)
-    for i in range(1, calls):
+    for i in range(FLOOR_CALLS):
         counted(i)
     runner.deactivate()
-    return calls
+    return FLOOR_CALLS
 
 
 def main() -> int:

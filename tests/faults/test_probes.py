@@ -75,6 +75,9 @@ def test_a_crash_while_preparing_for_a_probe_is_crashed_not_a_dead_run(project, 
 
 @pytest.mark.skipif(instructions.unavailable_reason() is not None,
                     reason=str(instructions.unavailable_reason()))
+# 50-65 s (an update: three valgrind processes): the nightly's, as its crash-while-preparing
+# counterpart is.
+@pytest.mark.nightly
 def test_a_crash_counting_one_precision_costs_that_precision_not_its_process(project, plant):
     """A model and backend's precisions are counted in one valgrind process, each in a
     forked child: a segfault while counting int8 is int8's crashed verdict, and fp32 counted
