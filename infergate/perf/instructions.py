@@ -369,10 +369,10 @@ def make_entry(replies: list[dict], *, measured_on: str,
                floors: list[float] | None = None) -> dict:
     """The instruction part of a baseline entry, from the replies of several processes: the
     cheapest process's per-function table goes with it, for the verdict to say what moved;
-    the floor is the processes' own, else ``floors`` (another process of the session's)."""
+    the floor is the cheapest of ``floors`` (default: the processes' own)."""
     counts = [r["instructions"]["per_inference"] for r in replies]
     cheapest = replies[counts.index(min(counts))]["instructions"]
-    found = floors or floors_of(replies)
+    found = floors_of(replies) if floors is None else floors
     return {"per_inference": min(counts), "processes": counts, "spread": spread(counts),
             **({"floor": min(found)} if found else {}),
             "calls": cheapest["calls"], "valgrind": cheapest["valgrind"],
