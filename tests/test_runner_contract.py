@@ -28,7 +28,7 @@ def test_a_floor_runner_runs_the_warm_up_graph_on_the_backend_s_own_call_path(ba
                                                                             precision, subject):
     """What the instruction gate counts as the runtime's fixed cost of a call
     (``Backend.floor_runner``): the tiny graph, run the way the model's runner runs."""
-    from infergate.backends.warmup import FEATURES, tiny_feed
+    from infergate.backends.warmup import FEATURES, OUTPUT, tiny_feed
 
     reason = backend.unavailable_reason(precision)
     if reason:
@@ -37,7 +37,7 @@ def test_a_floor_runner_runs_the_warm_up_graph_on_the_backend_s_own_call_path(ba
     runner.threads = 1
     with runner:
         outputs = runner.run(tiny_feed())
-    assert outputs["y"].shape == (2, FEATURES) and (outputs["y"] >= 0).all()  # after a Relu
+    assert outputs[OUTPUT].shape == (2, FEATURES) and (outputs[OUTPUT] >= 0).all()  # a Relu
     assert type(runner) is type(backend.prepare(subject, precision))  # the model's own path
 
 

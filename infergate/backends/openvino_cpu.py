@@ -8,7 +8,7 @@ pins the hint explicitly and records it.
 from __future__ import annotations
 
 from infergate.backends.base import ONNX_EXPORT, Backend, Runner, RunnerError
-from infergate.backends.warmup import tiny_feed, tiny_onnx, tiny_onnx_file
+from infergate.backends.warmup import OUTPUT, tiny_feed, tiny_onnx, tiny_onnx_file
 from infergate.build.onnx_transforms import static_int8_onnx
 
 # precision -> (ONNX to read, INFERENCE_PRECISION_HINT). int8 comes from the QDQ graph;
@@ -145,6 +145,6 @@ class OpenVinoCpu(Backend):
                             f"compiled on CPU and run", "config": config}
 
     def floor_runner(self, precision: str, cache_dir) -> Runner:
-        return OpenVinoRunner(f"floor-{self.name}-{precision}", ("y",),
+        return OpenVinoRunner(f"floor-{self.name}-{precision}", (OUTPUT,),
                               tiny_onnx_file(cache_dir, precision == "int8"),
                               {"INFERENCE_PRECISION_HINT": PLAN[precision][1]})

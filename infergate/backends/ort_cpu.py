@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from infergate.backends.base import ONNX_EXPORT, Backend, Runner
-from infergate.backends.warmup import tiny_feed, tiny_onnx, tiny_onnx_file
+from infergate.backends.warmup import OUTPUT, tiny_feed, tiny_onnx, tiny_onnx_file
 from infergate.build.onnx_transforms import dynamic_int8_onnx, fp16_onnx, static_int8_onnx
 
 ONNX_FOR_PRECISION = {
@@ -82,5 +82,5 @@ class OrtCpu(Backend):
         return done
 
     def floor_runner(self, precision: str, cache_dir) -> Runner:
-        return OrtRunner(f"floor-{self.name}-{precision}", ("y",),
+        return OrtRunner(f"floor-{self.name}-{precision}", (OUTPUT,),
                          tiny_onnx_file(cache_dir, precision == "int8"), ["CPUExecutionProvider"])

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # numpy loads with the first warm-up, not with the backend re
     import numpy as np
 
 FEATURES = 8
+OUTPUT = "y"  # the graph's one output, by name
 OPSET = 17
 
 
@@ -68,11 +69,11 @@ def tiny_onnx(quantized: bool = False, symmetric: bool = False) -> bytes:
     else:
         init.append(numpy_helper.from_array(w, "w"))
         nodes = [helper.make_node("MatMul", ["x", "w"], ["h"])]
-    nodes += [helper.make_node("Add", ["h", "b"], ["a"]), helper.make_node("Relu", ["a"], ["y"])]
+    nodes += [helper.make_node("Add", ["h", "b"], ["a"]), helper.make_node("Relu", ["a"], [OUTPUT])]
     graph = helper.make_graph(
         nodes, "infergate_warmup",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", FEATURES])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", FEATURES])], init)
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", FEATURES])], init)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8  # what every ONNX Runtime and OpenVINO in range reads
     return model.SerializeToString()
