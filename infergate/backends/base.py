@@ -130,6 +130,7 @@ class Backend:
     precision_requires: dict[str, tuple[str, ...]] = {}  # extra modules for one precision
     extra: str = ""  # infergate's extra that installs them all (pyproject.toml), "" for none
     uncountable: str = ""  # why its instruction count cannot judge it, "" where it can
+    uncountable_at: dict[str, str] = {}  # the same for one precision only
 
     def unavailable_reason(self, precision: str | None = None) -> str | None:
         """Why this backend (at ``precision``) cannot run here, or None.

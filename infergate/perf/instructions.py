@@ -13,9 +13,9 @@ A call's count is the model's own cost plus, in some calls, allocator or lazy wo
 Runtime's memset and malloc paths: +0.5 % in one call of five on MiniLM); the cheapest call
 of a process is reproducible to a few instructions, so that is the process's figure.
 
-What the figure cannot judge: bf16 (valgrind's CPU has no AVX-512, so torch and OpenVINO run
-another path than the real one) and more than one thread (spin-waits make counts scatter
-20-80 %).
+What the figure cannot judge: AVX-512 and AMX kernels (bf16 on torch is counted on the path a
+CPU without them takes; OpenVINO runs its bf16 hint as f32 there, so it is not counted:
+``Backend.uncountable_at``) and more than one thread (spin-waits make counts scatter 20-80 %).
 """
 
 from __future__ import annotations
