@@ -227,14 +227,21 @@ class WorkerPool:
         self.size = size
         self._workers: collections.OrderedDict[str, Worker] = collections.OrderedDict()
         self._spare: Worker | None = None
-        # combination label -> the crash or timeout of its prepare: paid once a run, as a
-        # Python exception's failed build already is (the artifact store remembers those)
-        self._failed_prepare: dict[str, ChildFailure] = {}
+        # combination label -> the crash or timeout of its prepare, or a timeout at any later
+        # step: paid once a run, as a Python exception's failed build already is (the
+        # artifact store remembers those). A crash in an inference is not: another input
+        # may not crash.
+        self._given_up: dict[str, ChildFailure] = {}
+
+    def give_up(self, label: str, failure: ChildFailure) -> None:
+        """No later test of the run starts the combination ``label`` again: it gets
+        ``failure`` at once, from ``prepare``."""
+        self._given_up.setdefault(label, failure)
 
     def prepare(self, label: str, call, reproduce: str = ""):
-        """``call()``, the prepare step of the combination ``label`` in a worker, unless it
-        crashed or timed out earlier in this run: then that failure again at once."""
-        earlier = self._failed_prepare.get(label)
+        """``call()``, the prepare step of the combination ``label`` in a worker, unless the
+        run gave up on it: then that failure again at once."""
+        earlier = self._given_up.get(label)
         if earlier is not None:
             raise ChildFailure(earlier.status, earlier.label, earlier.step,
                                f"{earlier.detail} (in an earlier test of this run; not tried "
@@ -242,7 +249,7 @@ class WorkerPool:
         try:
             return call()
         except ChildFailure as exc:
-            self._failed_prepare[label] = exc
+            self.give_up(label, exc)
             raise
 
     def worker(self, key: str) -> Worker:
@@ -329,6 +336,8 @@ class IsolatedRunner(Runner):
             return self._worker.call(op, self.label, step, limit_s, **args)
         except ChildFailure as exc:
             self.failure = exc.with_reproduce(self._reproduce)
+            if exc.status == "timeout":  # a hang costs the run its limit once, not per test
+                self._pool.give_up(self.label, self.failure)
             raise self.failure from None
 
     def activate_impl(self) -> None:

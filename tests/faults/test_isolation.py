@@ -189,3 +189,32 @@ def test_a_crash_or_hang_while_preparing_is_paid_once_a_run(project, plant, faul
         # Paid three times it would be 30 s; once, 10 s plus the run's own time, whatever
         # the load (the "not tried again" reasons above are the deterministic check).
         assert sum(r["duration_s"] for r in ours) < 28
+
+
+def test_a_model_that_hangs_everywhere_costs_its_limit_once_and_leaves_no_process(project,
+                                                                                  plant):
+    """A forward that never returns: the first test's timeout is every later test's verdict
+    at once, the accuracy tests' and the probes' and the counts' alike (they ran their own
+    limits, up to 30 minutes under valgrind, each), and nothing the run started outlives it
+    (issue 25, fault 1)."""
+    import psutil
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    plant("hang", "run", timeouts=Timeouts(reason="fault test: a hang must end fast",
+                                           first_run_s=3))
+    result, data = project("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32",
+                           "--update-baselines", "--perf-min-time", "0.05",
+                           "--baseline-processes", "1", "-p", "no:randomly",
+                           tests=("test_equivalence.py", "test_memory.py",
+                                  "test_instructions.py"))
+    ours = {r["test"]: r for r in data["results"] if r["id"] == "mlp-ort_cpu-fp32"}
+    assert {test: r["outcome"] for test, r in ours.items()} == dict.fromkeys(
+        ("test_equivalence", "test_instructions", "test_memory"), "timeout")
+    first = ours["test_equivalence"]["reason"]  # the first test run (the files' order)
+    assert "first inference" in first and "limit of 3 s" in first
+    assert {test: "not tried again" in r["reason"] for test, r in ours.items()} == {
+        "test_equivalence": False, "test_instructions": True, "test_memory": True}
+    assert data["run"]["complete"]
+    left = [p for p in psutil.Process().children(recursive=True)
+            if p.pid not in before and p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, [(p.pid, p.cmdline()) for p in left]
