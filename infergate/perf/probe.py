@@ -30,6 +30,7 @@ from infergate.perf.injected import InjectedWork
 
 MB = 2**20
 TIMEOUT_S = 900
+STEP_MARK = "[infergate-probe] step: "  # stderr: the step whose limit the probe is under
 
 
 class ProbeError(RuntimeError):
@@ -37,15 +38,18 @@ class ProbeError(RuntimeError):
 
 
 def run_probe(subject, backend, precision: str, *, threads: int, min_time_s: float,
-              slowdown: float = 0.0, prepare=None) -> dict:
+              slowdown: float = 0.0, prepare=None, limits=None) -> dict:
     """Measure one combination in a fresh process and return its figures.
 
     Artifacts are built first (by ``prepare()``, e.g. in a worker process; by default in
     this one), so the probe's memory and cold start never include an export or a
-    quantization.
+    quantization. ``limits`` (``isolation.Limits``) bound its session build and first
+    inference as they bound a worker's.
     """
     request = prepared_request(subject, backend, precision, prepare, threads=threads,
                                min_time_s=min_time_s, slowdown=slowdown)
+    if limits is not None:
+        request["limits"] = {"prepare_s": limits.prepare_s, "first_run_s": limits.first_run_s}
     return spawn_probe(request, source=Path(__file__).resolve().parents[2],
                        lock_dir=subject.store.root)
 
@@ -132,6 +136,12 @@ def spawn_probe(request: dict, *, source: Path, lock_dir: Path) -> dict:
             raise ChildFailure("timeout", label, "measurement (fresh process)",
                                f"no reply within its limit of {TIMEOUT_S} s; the measuring "
                                f"process was killed", _text(exc.stderr)[-4000:]) from None
+    late = _late_step(proc)
+    if late is not None:
+        step, limit = late
+        raise ChildFailure("timeout", label, f"{step} (measurement, fresh process)",
+                           f"no reply within its limit of {limit}; the measuring process "
+                           f"ended itself", proc.stderr[-4000:])
     if proc.returncode < 0:  # a signal: the backend crashed (or was killed)
         raise ChildFailure("crashed", label, "measurement (fresh process)",
                            f"the measuring process ended with {describe_exit(proc.returncode)}",
@@ -140,6 +150,37 @@ def spawn_probe(request: dict, *, source: Path, lock_dir: Path) -> dict:
         raise ProbeError(f"{label}: measuring process exited {proc.returncode}:\n"
                          f"{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@contextmanager
+def step_limit(step: str, limit_s: float | None):
+    """``step`` may take ``limit_s`` seconds: past it, faulthandler's watchdog (a thread of
+    its own that needs no GIL, which a native hang may hold) prints every thread's stack and
+    ends the process; the parent names the step from the mark (``_late_step``)."""
+    if limit_s is None:
+        yield
+        return
+    import faulthandler
+
+    sys.stderr.write(f"{STEP_MARK}{step} ({limit_s:g} s)\n")
+    sys.stderr.flush()
+    faulthandler.dump_traceback_later(limit_s, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+def _late_step(proc) -> tuple[str, str] | None:
+    """The (step, limit) a probe that ended itself at a step's limit was in, else None."""
+    if proc.returncode != 1 or "\nTimeout (" not in f"\n{proc.stderr}":
+        return None
+    marks = [line.removeprefix(STEP_MARK) for line in proc.stderr.splitlines()
+             if line.startswith(STEP_MARK)]
+    if not marks:
+        return None
+    step, _, limit = marks[-1].rpartition(" (")
+    return step, limit.rstrip(")")
 
 
 def _text(output) -> str:
@@ -277,14 +318,17 @@ def probe(request: dict) -> dict:
     rss_runtime, parts_runtime = current_rss_bytes(), _rss_parts_mb()
     setup_peak = peak_rss_bytes()
     reset_peak_rss()  # the high-water mark from here on is the model's
+    limits = request.get("limits", {})
     t0 = time.perf_counter()
-    runner = backend.prepare(subject, request["precision"])  # artifacts are already cached
-    t1 = time.perf_counter()
-    runner.threads = threads
-    runner.activate()
+    with step_limit("prepare (session creation, compile)", limits.get("prepare_s")):
+        runner = backend.prepare(subject, request["precision"])  # artifacts are cached
+        t1 = time.perf_counter()
+        runner.threads = threads
+        runner.activate()
     t2 = time.perf_counter()
-    runner.run(feed)
-    runner.synchronize()
+    with step_limit("first inference", limits.get("first_run_s")):
+        runner.run(feed)
+        runner.synchronize()
     t3 = time.perf_counter()
     nvml.read("load")
 
