@@ -70,6 +70,18 @@ def kill_group(pid: int) -> None:
         pass
 
 
+# Process groups of the children run_child is waiting on, from any thread.
+_RUNNING: set[int] = set()
+
+
+def end_children() -> None:
+    """SIGKILL every child run_child is waiting on. An interrupt reaches only the main thread:
+    a child waited on by another thread (the counting pool's) would outlive it, and the
+    pool's shutdown would wait for that child's whole limit."""
+    for pid in list(_RUNNING):
+        kill_group(pid)
+
+
 def run_child(command: list[str], *, input: str, env: dict, timeout: float, cwd=None,
               preexec_fn=None):
     """``subprocess.run`` (text, output captured) for a child that may crash. The child gets
@@ -90,6 +102,7 @@ def run_child(command: list[str], *, input: str, env: dict, timeout: float, cwd=
         kill_group(proc.pid)
 
     threading.Thread(target=reap_strays, daemon=True).start()
+    _RUNNING.add(proc.pid)
     try:
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -99,4 +112,6 @@ def run_child(command: list[str], *, input: str, env: dict, timeout: float, cwd=
     except BaseException:  # an interrupt or SIGTERM: the child and its forks end with us
         kill_group(proc.pid)
         raise
+    finally:
+        _RUNNING.discard(proc.pid)
     return subprocess.CompletedProcess(command, proc.returncode, out, err)

@@ -1,6 +1,7 @@
 """A measuring process that crashes or hangs is its own combination's verdict, paid once."""
 
 import json
+import os
 
 import pytest
 
@@ -42,6 +43,21 @@ def test_a_hanging_probe_is_a_timeout_within_the_limit(project, plant, monkeypat
     assert [r["outcome"] for r in hung] == ["timeout", "timeout"]
     assert "limit of 15 s" in hung[0]["reason"]
     assert sum(r["duration_s"] for r in hung) < 30  # the limit paid once, not per test
+
+
+def test_a_hanging_probe_ends_at_the_spec_s_limit_for_its_step(project, plant):
+    """The spec's timeouts bound the probe's session build and first inference as they bound
+    a worker's (issue 25, fault 1: the probe waited out its own 900 s)."""
+    from infergate.spec import Timeouts
+
+    plant("hang", "run", timeouts=Timeouts(reason="fault test: a hang must end fast",
+                                           first_run_s=3))
+    only_ort = [a if a != "torch,ort_cpu" else "ort_cpu" for a in SELECT]
+    result, data = project(*only_ort, "--update-baselines", tests=("test_memory.py",))
+    hung, = (r for r in data["results"] if r["id"] == "mlp-ort_cpu-fp32")
+    assert hung["outcome"] == "timeout"
+    assert "first inference (measurement, fresh process)" in hung["reason"]
+    assert "limit of 3 s" in hung["reason"] and "ended itself" in hung["reason"]
 
 
 @pytest.mark.parametrize("fault", ["segfault", "hang"])
@@ -104,3 +120,51 @@ def test_a_failed_build_is_each_perf_test_s_own_error_not_an_index_error(project
     assert len(failed) == 2
     assert all("exporter exploded" in r["reason"] for r in failed), failed
     assert "IndexError" not in result.stdout.str()
+
+
+@pytest.mark.skipif(instructions.unavailable_reason() is not None,
+                    reason=str(instructions.unavailable_reason()))
+def test_sigterm_while_counting_ends_the_valgrind_processes_at_once(project, plant):
+    """The counting processes are waited on by a pool's threads, which an interrupt does not
+    reach: SIGTERM (or Ctrl-C) then waited for a hanging count's whole limit (30 minutes),
+    and valgrind outlived the run. Now the run ends them and reports "terminated"."""
+    import contextlib
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    def valgrind_children():
+        found = []
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):  # the tool's name is callgrind-amd64-linux
+                if (child.status() != psutil.STATUS_ZOMBIE
+                        and "valgrind" in " ".join(child.cmdline())):
+                    found.append(child)
+        return found
+
+    signalled = []
+
+    def terminate_once_counting():
+        deadline = time.monotonic() + 120
+        while not valgrind_children() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        signalled.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    plant("hang", "run")  # the counted call never returns
+    watcher = threading.Thread(target=terminate_once_counting, daemon=True)
+    watcher.start()
+    result, data = project("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32",
+                           "-p", "no:randomly", tests=("test_instructions.py",))
+    ended = time.monotonic()
+    watcher.join(10)
+    assert signalled and ended - signalled[0] < 60, "the run waited out the count"
+    assert data["run"]["status"] == "terminated (SIGTERM)"
+    counted, = data["results"]
+    assert counted["outcome"] == "crashed" and "terminated (SIGTERM)" in counted["reason"]
+    deadline = time.monotonic() + 10
+    while valgrind_children() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert valgrind_children() == []
