@@ -30,12 +30,15 @@ import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from infergate import progress
+import psutil
+
+from infergate import progress, run_budget
 from infergate.backends.base import Runner
 from infergate.failures import ChildFailure, describe_exit, kill_group
 
 _HEADER = struct.Struct("!Q")
 STDERR_TAIL_LINES = 40
+STOPPED_S = 10  # a worker stopped this long is given up: nothing in a CI job resumes it
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,9 @@ class Worker:
     def _receive(self, label: str, step: str, limit_s: float):
         __tracebackhide__ = True
         stream = self.proc.stdout
+        limit_s, said = run_budget.clamp(limit_s)
         deadline = time.monotonic() + limit_s
+        stopped_since = None
         while True:  # wait for the header within the limit; a reply, once started, is read whole
             left = deadline - time.monotonic()
             ready, _, _ = select.select([stream], [], [], min(1.0, max(0.0, left)))
@@ -160,11 +165,17 @@ class Worker:
                 break
             if self.proc.poll() is not None:  # dead, though a stray child may hold the pipe
                 self._fail_dead(label, step)
+            stopped_since = (stopped_since or time.monotonic()) if self._stopped() else None
+            if stopped_since is not None and time.monotonic() - stopped_since >= STOPPED_S:
+                self.kill()  # nothing in a CI job sends SIGCONT: it would wait out its limit
+                raise ChildFailure("timeout", label, self._at(step),
+                                   f"the worker was stopped (SIGSTOP, a frozen cgroup) for "
+                                   f"{STOPPED_S} s; it was killed", self.stderr_tail())
             if left <= 0:
                 self.kill()
                 raise ChildFailure("timeout", label, self._at(step),
-                                   f"no answer within its limit of {limit_s:g} s; the worker "
-                                   f"was killed", self.stderr_tail())
+                                   f"no answer within {said}; the worker was killed",
+                                   self.stderr_tail())
         header = _read_exactly(stream, _HEADER.size)
         body = header and _read_exactly(stream, _HEADER.unpack(header)[0])
         if body is None:
@@ -189,6 +200,13 @@ class Worker:
         where = "after" if " done in " in self.last_progress else "at"
         return f"{step}, {where} '{self.last_progress}'"
 
+    def _stopped(self) -> bool:
+        """Stopped by a signal (state T; a debugger's stop, t, is not this)."""
+        try:
+            return psutil.Process(self.proc.pid).status() == psutil.STATUS_STOPPED
+        except psutil.Error:
+            return False
+
     def kill(self) -> None:
         if self.alive:
             self.proc.kill()
@@ -208,6 +226,8 @@ class Worker:
 
     def close(self) -> None:
         self.retire()
+        if self._stopped():  # it cannot exit: waiting would cost 30 s a worker
+            self.kill()
         if self.alive:
             try:
                 self.proc.wait(timeout=30)

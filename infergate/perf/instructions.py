@@ -32,6 +32,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+from infergate import run_budget
 from infergate.perf import functions, graph_ops
 from infergate.perf.deterministic import (  # the plugin reads these from here
     BASELINE_PROCESSES,  # noqa: F401
@@ -295,13 +296,13 @@ def spawn_counted(requests: list[dict], *, source: Path, preexec_fn=None) -> lis
         command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                    f"--callgrind-out-file={tmp}/callgrind.out.%p", "--error-limit=no",
                    sys.executable, "-m", "infergate.perf.probe"]
-        limit = IMPORT_TIMEOUT_S + TIMEOUT_S * len(requests)
+        limit, said = run_budget.clamp(IMPORT_TIMEOUT_S + TIMEOUT_S * len(requests))
         try:
             proc = run_child(command, input=json.dumps(group), env=env, timeout=limit,
                              preexec_fn=preexec_fn, cwd=source)
         except subprocess.TimeoutExpired:
-            failure = ChildFailure("timeout", label, COUNT_STEP, f"no reply within its limit of "
-                                   f"{limit} s; the process was killed", "")
+            failure = ChildFailure("timeout", label, COUNT_STEP, f"no reply within {said}; "
+                                   f"the process was killed", "")
             return [failure] * len(requests)
         if proc.returncode < 0:
             failure = ChildFailure("crashed", label, COUNT_STEP, f"the counting process ended with "

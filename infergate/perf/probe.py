@@ -22,6 +22,7 @@ from dataclasses import asdict
 from itertools import pairwise
 from pathlib import Path
 
+from infergate import run_budget
 from infergate.accuracy.precision import CALIBRATED
 from infergate.backends.device_time import DeviceFigures
 from infergate.backends.gpu_memory import device_memory_figures
@@ -127,15 +128,16 @@ def spawn_probe(request: dict, *, source: Path, lock_dir: Path) -> dict:
     env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": path_first(source)}
     label = f"{request['model']}-{request['backend']}-{request['precision']}"
     with measurement_lock(lock_dir):
+        limit, said = run_budget.clamp(TIMEOUT_S)
         try:
             proc = run_child([sys.executable, "-m", "infergate.perf.probe"],
-                             input=json.dumps(request), env=env, timeout=TIMEOUT_S,
+                             input=json.dumps(request), env=env, timeout=limit,
                              preexec_fn=_fixed_layout,
                              cwd=source)  # `-m` puts the cwd first on sys.path
         except subprocess.TimeoutExpired as exc:
             raise ChildFailure("timeout", label, "measurement (fresh process)",
-                               f"no reply within its limit of {TIMEOUT_S} s; the measuring "
-                               f"process was killed", _text(exc.stderr)[-4000:]) from None
+                               f"no reply within {said}; the measuring process was killed",
+                               _text(exc.stderr)[-4000:]) from None
     late = _late_step(proc)
     if late is not None:
         step, limit = late

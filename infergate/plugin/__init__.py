@@ -11,6 +11,7 @@ turns it off.
 pytest_plugins = [
     "infergate.plugin.termination",
     "infergate.plugin.outputs",
+    "infergate.plugin.run_limit",
     "infergate.plugin.options",
     "infergate.plugin.isolation",
     "infergate.plugin.matrix",

@@ -29,6 +29,7 @@ def broken_import() -> None:
 
 FAULTS = {"segfault": segfault, "abort": abort, "hang": lambda: time.sleep(3600),
           "broken_import": broken_import,
+          "freeze": lambda: os.kill(os.getpid(), signal.SIGSTOP),  # a frozen container, cgroup
           "kill": lambda: os.kill(os.getpid(), signal.SIGKILL),  # as the OOM killer does
           "raise": lambda: (_ for _ in ()).throw(RuntimeError("exporter exploded"))}
 

@@ -218,3 +218,44 @@ def test_a_model_that_hangs_everywhere_costs_its_limit_once_and_leaves_no_proces
     left = [p for p in psutil.Process().children(recursive=True)
             if p.pid not in before and p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not left, [(p.pid, p.cmdline()) for p in left]
+
+
+def test_a_frozen_worker_is_given_up_not_waited_out(project, plant):
+    """A worker stopped by SIGSTOP (a frozen container or cgroup) waited out the tier's limits
+    (180 s a first inference), test after test, and was left behind stopped (issue 25,
+    fault 3). Stopped for STOPPED_S it is killed; its combination is not tried again."""
+    from infergate.isolation import STOPPED_S
+
+    plant("freeze", "run")  # the tier's limits: 180 s for the first inference
+    result, data = project("--models", "mlp", "--backends", "torch,ort_cpu",
+                           "--precisions", "fp32", "--update-baselines", "--perf-min-time",
+                           "0.05", "--baseline-processes", "1", "-p", "no:randomly",
+                           tests=("test_equivalence.py", "test_memory.py"))
+    ours = {r["test"]: r for r in data["results"] if r["id"] == "mlp-ort_cpu-fp32"}
+    assert {test: r["outcome"] for test, r in ours.items()} == {
+        "test_equivalence": "timeout", "test_memory": "timeout"}
+    assert f"stopped (SIGSTOP, a frozen cgroup) for {STOPPED_S} s" in ours[
+        "test_equivalence"]["reason"]
+    assert "not tried again" in ours["test_memory"]["reason"]
+    assert by_id(data["results"])["mlp-torch-fp32"]["outcome"] == "passed"
+
+
+def test_the_run_s_own_limit_ends_the_test_in_progress_and_stops_the_run(project, plant):
+    """--infergate-run-timeout: a CI job's budget. A hang under the tier's limits (180 s)
+    ends at the run's limit with a timeout naming it, the run stops there with its reports
+    written, and it is not green."""
+    import time
+
+    plant("hang", "run")
+    start = time.monotonic()
+    result, data = project("--models", "mlp", "--backends", "ort_cpu", "--precisions", "fp32",
+                           "--infergate-run-timeout", "25", "--update-baselines",
+                           "--perf-min-time", "0.05", "--baseline-processes", "1",
+                           "-p", "no:randomly", tests=("test_equivalence.py", "test_memory.py"))
+    assert time.monotonic() - start < 25 + 60  # the hang alone would be 180 s
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert data["run"]["status"] == ("stopped: the run's limit of 25 s "
+                                     "(--infergate-run-timeout) was reached")
+    hung, = data["results"]  # test_memory never started
+    assert hung["outcome"] == "timeout"
+    assert "the run's limit of 25 s (--infergate-run-timeout)" in hung["reason"]
