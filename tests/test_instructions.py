@@ -117,22 +117,25 @@ def test_a_small_model_s_threshold_is_sized_from_its_own_work_above_the_runtime_
 
 def test_one_process_a_backend_and_precision_counts_the_floor_for_the_session():
     """The floor does not depend on the model (an ONNX Runtime session built under valgrind:
-    ~4 s a child), so the cheapest model's process counts it and every other shares it."""
+    ~4 s a child), so the cheapest model's process counts it and every other shares it; ONNX
+    Runtime's fp16 and int8_dynamic run fp32's floor graph, so they share that one."""
     from types import SimpleNamespace
 
+    from infergate.backends import all_backends
     from infergate.plugin.instruction_counts import CountSession
 
     def combo(model, backend, precision):
         return SimpleNamespace(spec=SimpleNamespace(name=model),
-                               backend=SimpleNamespace(name=backend), precision=precision)
+                               backend=all_backends()[backend], precision=precision)
 
     session = CountSession.__new__(CountSession)  # its planning only: no pytest config
     session.floors = {}
     session._expected_cost = lambda group: {"big": 9e9, "small": 1.0}[group[0][0].spec.name]
     big = [(combo("big", "ort_cpu", "fp32"), {}), (combo("big", "ort_cpu", "int8"), {})]
-    small = [(combo("small", "ort_cpu", "fp32"), {})]
+    small = [(combo("small", "ort_cpu", "fp32"), {}), (combo("small", "ort_cpu", "fp16"), {})]
     session._plan_floors([big, small])
-    assert [r["floor"] for _, r in big + small] == [False, True, True]
+    assert [r["floor"] for _, r in big + small] == [False, True, True, False]
+    assert set(session.floors) == {("ort_cpu", "fp32"), ("ort_cpu", "int8")}
     again = [(combo("big", "ort_cpu", "fp32"), {})]  # a confirmation: the floor is known
     session._plan_floors([again])
     assert again[0][1]["floor"] is False

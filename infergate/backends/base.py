@@ -169,5 +169,10 @@ class Backend:
         del precision, cache_dir
         return None
 
+    def floor_precision(self, precision: str) -> str:
+        """The precision whose floor runner stands for ``precision``'s (the same graph through
+        the same runner): a session counts each floor once."""
+        return precision
+
     def label(self, subject, precision: str) -> str:
         return f"{subject.spec.name}-{self.name}-{precision}"

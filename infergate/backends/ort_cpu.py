@@ -82,5 +82,8 @@ class OrtCpu(Backend):
         return done
 
     def floor_runner(self, precision: str, cache_dir) -> Runner:
-        return OrtRunner(f"floor-{self.name}-{precision}", (OUTPUT,),
+        return OrtRunner(f"floor-{self.name}-{self.floor_precision(precision)}", (OUTPUT,),
                          tiny_onnx_file(cache_dir, precision == "int8"), ["CPUExecutionProvider"])
+
+    def floor_precision(self, precision: str) -> str:
+        return "int8" if precision == "int8" else "fp32"  # fp16 and int8_dynamic: fp32's graph
