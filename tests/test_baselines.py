@@ -169,6 +169,17 @@ def test_between_run_spread_keeps_a_runner_offset_from_failing_a_calm_combinatio
     assert verdict.status == "insufficient" and verdict.figures["run_spread_pct"] == 3
 
 
+def test_one_process_against_one_is_undecided_saying_why_not_an_endless_interval():
+    """With no spread to learn from (one process a side, no prior) the interval was
+    -100…+33242441049 %, said as "could decide slowdowns beyond about +33242441049 %"."""
+    verdict = judge(processes(n=1), baseline(n=1), priors={})
+    assert verdict.status == "insufficient"
+    assert "one process here and one in the baseline" in str(verdict)
+    assert "--infergate-baseline-processes" in str(verdict)
+    # With the machine's spread from its other entries the interval is drawn as before.
+    assert "one process here" not in str(judge(processes(n=1), baseline(n=1)))
+
+
 def test_a_baseline_taken_with_another_calibration_is_not_compared():
     old = baseline()
     old["latency"]["calibration"] = "gemm/0"

@@ -183,6 +183,15 @@ def judge_latency(label: str, current: list[dict], baseline: dict, *, threshold:
                            f"{label} insufficient: the baseline's normalised figures were taken "
                            f"with another calibration workload ({' vs '.join(map(str, yardstick))}"
                            f"); re-take the baseline with --infergate-update-baselines", {}, strict)
+    if len(current) + len(old_processes) < 3 and not any(
+            priors.get(n, Spread(0.0, 0)).dof for n in gated):
+        return PerfVerdict(label, "insufficient",
+                           f"{label} insufficient: one process here and one in the baseline, and "
+                           f"no other entry of this machine to learn the spread from between "
+                           f"processes, so no interval can be drawn; a baseline of several "
+                           f"processes (--infergate-baseline-processes, default 5) can be judged",
+                           {"processes": len(current), "baseline_processes": len(old_processes)},
+                           strict)
     checks = {name: compare(name, [c[FIGURES[name]] for c in current],
                             [p[FIGURES[name]] for p in old_processes],
                             priors.get(name, Spread(0.0, 0)), run_spread)
