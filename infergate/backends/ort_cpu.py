@@ -82,8 +82,9 @@ class OrtCpu(Backend):
         return done
 
     def floor_runner(self, precision: str, cache_dir) -> Runner:
-        return OrtRunner(f"floor-{self.name}-{self.floor_precision(precision)}", (OUTPUT,),
-                         tiny_onnx_file(cache_dir, precision == "int8"), ["CPUExecutionProvider"])
+        floor = self.floor_precision(precision)
+        return OrtRunner(f"floor-{self.name}-{floor}", (OUTPUT,),
+                         tiny_onnx_file(cache_dir, floor == "int8"), ["CPUExecutionProvider"])
 
     def floor_precision(self, precision: str) -> str:
         return "int8" if precision == "int8" else "fp32"  # fp16 and int8_dynamic: fp32's graph
